@@ -8,6 +8,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tiny models: one thread is faster than two fighting over the cores with parallel tests.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from dataclasses import dataclass  # noqa: E402
 

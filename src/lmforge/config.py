@@ -114,7 +114,11 @@ class ModelConfig(StrictModel):
 
 
 class ObjectiveConfig(StrictModel):
-    name: ObjectiveName = "span_corruption"
+    """The self-supervised or supervised objective; ``name: null`` picks the usual one for the
+    model family and stage (pretrain: span_corruption / mlm_nsp / causal_lm; finetune:
+    seq2seq_sft / causal_sft)."""
+
+    name: ObjectiveName | None = None
     noise_density: float = Field(0.15, gt=0.0, lt=1.0)
     mean_span_length: float = Field(3.0, gt=0.0)
     mlm_probability: float = Field(0.15, gt=0.0, lt=1.0)
@@ -212,9 +216,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def _list_item(node: list[Any], part: str, path: list[str], item: str) -> Any:
     if not part.isdigit() or int(part) >= len(node):
-        raise UserError(
-            f"--set {item!r}: {'.'.join(path)} needs a list index below {len(node)}"
-        )
+        raise UserError(f"--set {item!r}: {'.'.join(path)} needs a list index below {len(node)}")
     return node[int(part)]
 
 
@@ -285,7 +287,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UserError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+        raise UserError(
+            f"{path}: the top level must be a mapping of keys, got {type(data).__name__}"
+        )
     return data
 
 
@@ -296,9 +300,7 @@ def validate(cls: type[C], data: dict[str, Any], source: str = "config") -> C:
         raise UserError(format_validation_error(exc, cls, source)) from None
 
 
-def load_config(
-    path: str | Path | None, cls: type[C], overrides: list[str] | None = None
-) -> C:
+def load_config(path: str | Path | None, cls: type[C], overrides: list[str] | None = None) -> C:
     """Read YAML at ``path`` (or start empty), apply ``--set`` overrides, validate into ``cls``."""
     data = read_yaml(path) if path is not None else {}
     apply_overrides(data, overrides or [])
