@@ -30,7 +30,9 @@ def test_unknown_key_suggests_closest(tmp_path: Path) -> None:
 
 
 def test_all_problems_reported_at_once_with_types(tmp_path: Path) -> None:
-    path = write(tmp_path, "data:\n  - path: a.jsonl\n    task: poetry\noptim:\n  lr: fast\nbogus: 1\n")
+    path = write(
+        tmp_path, "data:\n  - path: a.jsonl\n    task: poetry\noptim:\n  lr: fast\nbogus: 1\n"
+    )
     with pytest.raises(UserError) as exc:
         load_config(path, RunConfig)
     msg = exc.value.message

@@ -85,8 +85,9 @@ class TokenizerConfig(StrictModel):
 
     path: str | None = None
     kind: Literal["bpe", "unigram"] = "bpe"
-    vocab_size: int = Field(8000, ge=64)
+    vocab_size: int = Field(8000, ge=363)  # 256 bytes + 107 special tokens at least
     min_frequency: int = Field(2, ge=1)
+    max_texts: int | None = Field(None, ge=1)  # train on a seeded sample of this many texts
 
 
 class LoraConfig(StrictModel):

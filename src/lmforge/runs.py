@@ -13,6 +13,7 @@ The steps, in order (as in transformers' run_summarization.py, but each one a li
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,10 +29,10 @@ from lmforge.data.loading import load_source
 from lmforge.data.splits import split_dataset
 from lmforge.data.templates import to_pairs
 from lmforge.errors import UserError
-from lmforge.fsutil import write_text_atomic
+from lmforge.fsutil import write_json_atomic, write_text_atomic
 from lmforge.models import apply_lora, build_model, load_pretrained, model_kind
 from lmforge.objectives import get_objective, mix
-from lmforge.tokenizers import load_tokenizer, train_tokenizer
+from lmforge.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
 from lmforge.training.loop import TrainResult, train
 
 Stage = Literal["pretrain", "finetune"]
@@ -126,8 +127,10 @@ def resolve_tokenizer(cfg: RunConfig, data: RunData, run_dir: Path) -> PreTraine
         kind=cfg.tokenizer.kind,
         vocab_size=cfg.tokenizer.vocab_size,
         min_frequency=cfg.tokenizer.min_frequency,
+        max_texts=cfg.tokenizer.max_texts,
+        seed=cfg.seed,
     )
-    tokenizer.save_pretrained(str(saved))
+    save_tokenizer(tokenizer, saved)
     return tokenizer
 
 
@@ -215,22 +218,37 @@ def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".")]
 
 
-def run_training(cfg: RunConfig, stage: Stage, *, overwrite: bool = False) -> TrainResult:
-    """Train as ``cfg`` says and return the loop's result; ``final/`` holds the model."""
+def run_training(
+    cfg: RunConfig,
+    stage: Stage,
+    *,
+    overwrite: bool = False,
+    model: PreTrainedModel | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> TrainResult:
+    """Train as ``cfg`` says and return the loop's result; ``final/`` holds the model.
+
+    ``model`` and ``tokenizer`` (the Python API's ``LM.fit``) replace ``cfg.model``'s choice.
+    """
     run_dir = Path(cfg.run_dir)
     check_run_dir(cfg, run_dir, overwrite)
     data = load_run_data(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_yaml = dump_config(cfg)
     write_text_atomic(run_dir / "config.yaml", config_yaml)
-    model, tokenizer, objective = _model_and_tokenizer(cfg, stage, data, run_dir)
+    if model is None or tokenizer is None:
+        model, tokenizer, objective = _model_and_tokenizer(cfg, stage, data, run_dir)
+    else:
+        objective = objective_name(cfg, stage, KIND_FAMILY[model_kind(model)])
+        if cfg.model.lora.enabled:
+            model = apply_lora(model, cfg.model.lora)
     train_set = prepare(data.train, data.weights, objective, tokenizer, cfg)
     if train_set is None:
         raise UserError("no training examples are left after tokenization; check the data")
     eval_set = prepare(data.validation, None, objective, tokenizer, cfg)
     spec = get_objective(objective)
     collator = spec.collator(tokenizer, cfg.objective, cfg.seed, getattr(model, "config", None))
-    return train(
+    result = train(
         model,
         tokenizer,
         train_set,
@@ -243,3 +261,33 @@ def run_training(cfg: RunConfig, stage: Stage, *, overwrite: bool = False) -> Tr
         config_yaml=config_yaml,
         resume=True,
     )
+    write_model_card(result.final_dir, cfg, objective)
+    return result
+
+
+MODEL_CARD = "lmforge.json"
+
+
+def write_model_card(model_dir: Path, cfg: RunConfig, objective: str) -> None:
+    """Record how the model was trained, so generation and serving apply the same template."""
+    card = {
+        "objective": objective,
+        "tasks": [
+            {"task": s.task, "template": s.template.model_dump(mode="json")} for s in cfg.data
+        ],
+        "max_source_length": cfg.objective.max_source_length,
+        "max_target_length": cfg.objective.max_target_length,
+        "seed": cfg.seed,
+    }
+    write_json_atomic(Path(model_dir) / MODEL_CARD, card)
+
+
+def read_model_card(model_dir: str | Path) -> dict[str, Any]:
+    """The card ``write_model_card`` left, or {} for a model lmforge did not train."""
+    path = Path(model_dir) / MODEL_CARD
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise UserError(f"{path}: not a readable lmforge model card (JSON)") from None
