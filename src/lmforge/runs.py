@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import datasets
 import yaml
+from accelerate import PartialState
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lmforge.config import RunConfig, dump_config
@@ -231,21 +232,25 @@ def run_training(
     ``model`` and ``tokenizer`` (the Python API's ``LM.fit``) replace ``cfg.model``'s choice.
     """
     run_dir = Path(cfg.run_dir)
-    check_run_dir(cfg, run_dir, overwrite)
-    data = load_run_data(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    state = PartialState()  # under torchrun: rank 0 prepares, the others reuse its outputs
     config_yaml = dump_config(cfg)
-    write_text_atomic(run_dir / "config.yaml", config_yaml)
-    if model is None or tokenizer is None:
-        model, tokenizer, objective = _model_and_tokenizer(cfg, stage, data, run_dir)
-    else:
-        objective = objective_name(cfg, stage, KIND_FAMILY[model_kind(model)])
-        if cfg.model.lora.enabled:
-            model = apply_lora(model, cfg.model.lora)
-    train_set = prepare(data.train, data.weights, objective, tokenizer, cfg)
+    with state.main_process_first():
+        if state.is_main_process:
+            check_run_dir(cfg, run_dir, overwrite)
+        data = load_run_data(cfg)
+        if state.is_main_process:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(run_dir / "config.yaml", config_yaml)
+        if model is None or tokenizer is None:
+            model, tokenizer, objective = _model_and_tokenizer(cfg, stage, data, run_dir)
+        else:
+            objective = objective_name(cfg, stage, KIND_FAMILY[model_kind(model)])
+            if cfg.model.lora.enabled:
+                model = apply_lora(model, cfg.model.lora)
+        train_set = prepare(data.train, data.weights, objective, tokenizer, cfg)
+        eval_set = prepare(data.validation, None, objective, tokenizer, cfg)
     if train_set is None:
         raise UserError("no training examples are left after tokenization; check the data")
-    eval_set = prepare(data.validation, None, objective, tokenizer, cfg)
     spec = get_objective(objective)
     collator = spec.collator(tokenizer, cfg.objective, cfg.seed, getattr(model, "config", None))
     result = train(
@@ -261,7 +266,8 @@ def run_training(
         config_yaml=config_yaml,
         resume=True,
     )
-    write_model_card(result.final_dir, cfg, objective)
+    if state.is_main_process:
+        write_model_card(result.final_dir, cfg, objective)
     return result
 
 

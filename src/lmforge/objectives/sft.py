@@ -46,7 +46,7 @@ def seq2seq_prepare(
     def tokenize(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         sources = [
             x[: cfg.max_source_length - 1] + [eos] for x in _tokenize(tokenizer, batch["source"])
-        ]
+        ]  # the same encoding as seq2seq_source_ids, batched
         targets = [
             y[: cfg.max_target_length - 1] + [eos] for y in _tokenize(tokenizer, batch["target"])
         ]
@@ -56,6 +56,14 @@ def seq2seq_prepare(
     return _finish(
         dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, desc="tokenizing")
     )
+
+
+def seq2seq_source_ids(
+    tokenizer: PreTrainedTokenizerBase, source: str, max_source_length: int
+) -> list[int]:
+    """The encoder input a seq2seq_sft model was trained on: source tokens (cut) + eos."""
+    eos = special_token_id(tokenizer, "eos_token", "seq2seq_sft")
+    return _tokenize(tokenizer, [source])[0][: max_source_length - 1] + [eos]
 
 
 def separator_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
