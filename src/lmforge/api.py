@@ -37,7 +37,7 @@ from lmforge.errors import UserError
 from lmforge.fsutil import atomic_dir
 from lmforge.generation import DecodingSettings, generate_texts
 from lmforge.models import build_model, load_pretrained
-from lmforge.runs import MODEL_CARD, read_model_card, run_training
+from lmforge.runs import INPUTS, MODEL_CARD, read_model_card, run_training
 from lmforge.training.loop import TrainResult
 
 Data = str | Path | list[dict[str, Any]] | datasets.Dataset
@@ -236,7 +236,7 @@ def _as_path(data: Data | None, run_dir: Path, name: str) -> str:
             f"fit(): {name} data must be a path, a list of dicts or a datasets.Dataset, "
             f"got {type(data).__name__}"
         )
-    target = run_dir / "inputs" / name
+    target = run_dir / INPUTS / name
     if not target.exists():
         data.save_to_disk(str(target))
     return str(target)

@@ -49,6 +49,7 @@ DEFAULT_OBJECTIVE: dict[tuple[str, str], str] = {
     ("finetune", "llama"): "causal_sft",
 }
 PRETRAINING_OBJECTIVES = {"span_corruption", "mlm_nsp", "causal_lm"}
+INPUTS = "inputs"  # in-memory data that LM.fit saved into the run directory
 KIND_FAMILY = {"seq2seq": "t5", "causal": "gpt2", "encoder": "bert"}
 
 
@@ -195,7 +196,7 @@ def check_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool) -> None:
             shutil.rmtree(run_dir)
         return
     if not saved.is_file():
-        if any(run_dir.iterdir()):
+        if any(p.name != INPUTS for p in run_dir.iterdir()):
             raise UserError(
                 f"{run_dir} exists and is not an lmforge run directory; choose another run_dir"
             )
