@@ -10,7 +10,8 @@ import yaml
 from lmforge.config import RunConfig, load_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
-RUN_CONFIGS = sorted(p for p in CONFIGS.rglob("*.yaml") if "accelerate" not in p.parts)
+RUN_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
+EVAL_CONFIGS = sorted((CONFIGS / "eval").glob("*.yaml"))
 ALL_CONFIGS = sorted(CONFIGS.rglob("*.yaml"))
 
 
@@ -24,6 +25,15 @@ def test_run_config_validates(path: Path) -> None:
     first = path.read_text(encoding="utf-8").splitlines()[0]
     verb = "pretrain" if cfg.model.pretrained is None else "finetune"
     assert first == f"# lmforge {verb} configs/{path.relative_to(CONFIGS)}"
+
+
+@pytest.mark.parametrize("path", EVAL_CONFIGS, ids=lambda p: p.name)
+def test_eval_config_validates(path: Path) -> None:
+    from lmforge.evaluation import EvalConfig
+
+    load_config(path, EvalConfig)
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first == f"# lmforge eval run configs/{path.relative_to(CONFIGS)}"
 
 
 @pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))

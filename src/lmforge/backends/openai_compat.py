@@ -101,9 +101,9 @@ class OpenAICompatBackend:
 
     # ------------------------------------------------------------------ connection
 
-    def _connect(self) -> Any:
-        """The client, created on first use after one request without retries shows that
-        something answers at ``base_url`` (any HTTP status will do)."""
+    def connect(self) -> Any:
+        """Check that something answers at ``base_url`` (one request, no retries; any HTTP
+        status will do) and return the client. Called before the first request."""
         if self._client is not None:
             return self._client
         openai = _openai()
@@ -141,26 +141,32 @@ class OpenAICompatBackend:
     def _scrub(self, text: str) -> str:
         return text.replace(self._api_key, "***") if self._api_key else text
 
-    def _call(self, request: Callable[[Any], T]) -> T:
-        """Run one API call; the client's retries are spent by the time anything raises."""
+    def _key_hint(self) -> str:
+        if self.api_key_env is None:
+            return "set api_key_env to the variable that holds the key"
+        if self._api_key is None:
+            return f"set the API key in ${self.api_key_env}"
+        return f"check the key in ${self.api_key_env} (api_key_env)"
+
+    def _call(self, request: Callable[[Any], T], *, scoring: bool = False) -> T:
+        """Run one API call; the client's retries are spent by the time anything raises.
+        With ``scoring``, a request the endpoint refuses (HTTP 400/404/422...) means it cannot
+        score likelihoods: :class:`LikelihoodUnavailable`."""
         openai = _openai()
-        client = self._connect()
+        client = self.connect()
         tries = f"after {self.max_retries} retries" if self.max_retries else "with retries off"
         try:
             return request(client)
         except openai.APIStatusError as exc:
             message = self._scrub(_error_message(exc))
-            hint = None
-            if exc.status_code in (401, 403):
-                hint = (
-                    f"set the API key in ${self.api_key_env}"
-                    if self.api_key_env and not self._api_key
-                    else f"check the key in ${self.api_key_env} (api_key_env)"
-                    if self.api_key_env
-                    else "set api_key_env to the variable that holds the key"
-                )
-            elif exc.status_code in (408, 409, 429) or exc.status_code >= 500:
+            hint = self._key_hint() if exc.status_code in (401, 403) else None
+            if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
                 message += f" ({tries})"
+            elif scoring and hint is None:
+                raise LikelihoodUnavailable(
+                    f"model {self.name}: {self.base_url} refused echo+logprobs on "
+                    f"/v1/completions (HTTP {exc.status_code}: {message})"
+                ) from None
             raise UserError(
                 f"model {self.name}: {self.base_url} answered HTTP {exc.status_code}: {message}",
                 hint=hint,
@@ -173,7 +179,7 @@ class OpenAICompatBackend:
     def _pooled(self, work: Callable[[Any], T], items: Sequence[Any]) -> list[T]:
         """``work`` on each item with at most ``max_concurrency`` in flight, results in order;
         on the first failure the queued items are cancelled."""
-        self._connect()
+        self.connect()
         with ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="lmforge-api") as pool:
             futures: list[Future[T]] = [pool.submit(work, item) for item in items]
             try:
@@ -192,8 +198,9 @@ class OpenAICompatBackend:
             notes.append(f"num_beams={settings.num_beams} is ignored (the API has no beam search)")
         if settings.repetition_penalty != 1.0:
             notes.append("repetition_penalty is ignored (the API has no such parameter)")
-        if settings.no_repeat_ngram_size:
-            notes.append("no_repeat_ngram_size is ignored (the API has no such parameter)")
+        for name in ("min_new_tokens", "no_repeat_ngram_size"):
+            if getattr(settings, name):
+                notes.append(f"{name} is ignored (the API has no such parameter)")
         return notes
 
     def _parameters(self, settings: DecodingSettings, stop: Sequence[str]) -> dict[str, Any]:
@@ -222,7 +229,9 @@ class OpenAICompatBackend:
             raise UserError(f"model {self.name}: {self.base_url} returned no choices")
         return texts
 
-    def _samples(self, source: str, settings: DecodingSettings, n: int, stop: Sequence[str]):
+    def _samples(
+        self, source: str, settings: DecodingSettings, n: int, stop: Sequence[str]
+    ) -> list[str]:
         texts: list[str] = []
         while len(texts) < n:  # some servers (Ollama) ignore n and return one choice
             params = self._parameters(settings, stop)
@@ -246,34 +255,22 @@ class OpenAICompatBackend:
         settings.check()
         if n < 1:
             raise UserError(f"samples per source must be at least 1, got {n}")
-        return self._pooled(lambda source: self._samples(source, settings, n, stop), sources)
+        stops = [*settings.stop, *stop]
+        return self._pooled(lambda source: self._samples(source, settings, n, stops), sources)
 
     # ------------------------------------------------------------------ likelihood
 
     def _scored_tokens(self, pair: tuple[str, str]) -> tuple[float, int]:
         """Sum of the log-probabilities of the continuation's tokens, and how many there are
         (as lm-evaluation-harness asks: echo the prompt with logprobs, generate 1 token)."""
-        openai = _openai()
         context, continuation = pair
         prompt = context + continuation
-        try:
-            response = self._call(
-                lambda c: c.completions.create(
-                    model=self.model,
-                    prompt=prompt,
-                    echo=True,
-                    logprobs=1,
-                    max_tokens=1,
-                    temperature=0.0,
-                )
-            )
-        except UserError as exc:
-            if isinstance(exc.__context__, openai.APIStatusError) or "HTTP 4" in exc.message:
-                raise LikelihoodUnavailable(
-                    f"model {self.name}: the endpoint refused echo+logprobs on /v1/completions "
-                    f"({exc.message})"
-                ) from None
-            raise
+        response = self._call(
+            lambda c: c.completions.create(
+                model=self.model, prompt=prompt, echo=True, logprobs=1, max_tokens=1, temperature=0
+            ),
+            scoring=True,
+        )
         logprobs = response.choices[0].logprobs if response.choices else None
         offsets = getattr(logprobs, "text_offset", None)
         values = getattr(logprobs, "token_logprobs", None)

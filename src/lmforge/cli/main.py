@@ -36,7 +36,7 @@ def _root(
 
 def _register() -> None:
     # Each verb group lives in its own module and adds itself to ``app``.
-    from lmforge.cli import data, export, quickstart, tokenizer, train  # noqa: F401
+    from lmforge.cli import data, evaluate, export, generate, quickstart, tokenizer, train  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:
