@@ -200,6 +200,15 @@ def test_batched_greedy_equals_one_by_one(random_model, tokenizer, family) -> No
     assert all(g[0].finish_reason == "length" and g[0].completion_tokens == 10 for g in batched)
 
 
+def test_several_sequences_stay_with_their_source(random_model, tokenizer) -> None:
+    model = random_model("t5")
+    sources = _prompts(3, seed=6, longest=10)
+    settings = DecodingSettings(max_new_tokens=6, num_beams=3, num_return_sequences=2)
+    batched = generate(model, tokenizer, sources, settings, batch_size=3)
+    assert [len(group) for group in batched] == [2, 2, 2]
+    assert batched == [generate(model, tokenizer, [s], settings)[0] for s in sources]
+
+
 def test_seeded_sampling_is_reproducible_and_leaves_global_rng_alone(random_model, tokenizer):
     model = random_model("gpt2")
     sources = _prompts(3, seed=2)
