@@ -17,7 +17,9 @@ def rows(n: int, offset: int = 0) -> list[dict[str, str]]:
     out = []
     for i in range(offset, offset + n):
         name, op, verb = ops[i % 2]
-        out.append({"code": f"def {name}_{i}(x):\n    return x {op} {i}", "docstring": f"{verb} {i}."})
+        out.append(
+            {"code": f"def {name}_{i}(x):\n    return x {op} {i}", "docstring": f"{verb} {i}."}
+        )
     return out
 
 
@@ -72,7 +74,9 @@ def test_fit_reads_files_and_causal_models_answer_without_prompt(tmp_path: Path,
     data = tmp_path / "train.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows(32)) + "\n", encoding="utf-8")
     lm = LM.new(tokenizer, family="gpt2", preset="tiny")
-    result = lm.fit(str(data), task="code-comment", run_dir=tmp_path / "r", max_steps=4, batch_size=8)
+    result = lm.fit(
+        str(data), task="code-comment", run_dir=tmp_path / "r", max_steps=4, batch_size=8
+    )
     assert result.step == 4
     prompt = "def add_7(x):\n    return x + 7"
     out = lm.generate(prompt, max_new_tokens=5)

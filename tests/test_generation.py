@@ -401,3 +401,13 @@ def test_render_rows_maps_columns_and_names_the_bad_row() -> None:
         render_rows(rows, prompting, {"document": "body"}, where="data.csv")
     with pytest.raises(UserError, match="--column answer: not an input field of task summarize"):
         render_rows(rows, prompting, {"answer": "body"})
+
+
+def test_raw_prompts_skip_the_fine_tuning_separator(random_model, tokenizer) -> None:
+    from lmforge.generation import encode_prompt
+
+    model = random_model("gpt2")
+    plain = tokenizer("def f(x):\n    return", add_special_tokens=False)["input_ids"]
+    templated = encode_prompt(model, tokenizer, "def f(x):\n    return", 64)
+    assert encode_prompt(model, tokenizer, "def f(x):\n    return", 64, raw=True) == plain
+    assert templated[: len(plain)] == plain and len(templated) > len(plain)

@@ -483,10 +483,6 @@ def evaluate_humaneval(
     backend = make_backend(spec, batch_size=batch_size)
     try:
         warnings += backend.unsupported(settings)
-        if getattr(backend, "kind", None) == "causal":
-            from lmforge.backends.local import RAW_PROMPT_NOTE
-
-            warnings.append(f"model {backend.name}: {RAW_PROMPT_NOTE}")
         prompts = [problem["prompt"] for problem in problems.values()]
         start = time.perf_counter()
         completions = backend.generate(

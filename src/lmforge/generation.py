@@ -139,11 +139,19 @@ class Generation:
 
 
 def encode_prompt(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, source: str, max_source_length: int
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    source: str,
+    max_source_length: int,
+    raw: bool = False,
 ) -> list[int]:
-    """The token ids the model sees for ``source`` (a rendered task template)."""
+    """The token ids the model sees for ``source`` (a rendered task template). ``raw`` sends a
+    causal model the text's own tokens, without the fine-tuning separator (code completion
+    of a prompt as given, e.g. HumanEval)."""
     if model_kind(model) == "seq2seq":
         return seq2seq_source_ids(tokenizer, source, max_source_length)
+    if raw:
+        return tokenizer(source, add_special_tokens=False)["input_ids"][-max_source_length:]
     return causal_prompt_ids(tokenizer, source)[-max_source_length:]
 
 
@@ -293,6 +301,7 @@ def generate(
     batch_size: int = 16,
     max_source_length: int = 512,
     progress: bool = False,
+    raw: bool = False,
 ) -> list[list[Generation]]:
     """``settings.num_return_sequences`` generations per source, in the input order.
 
@@ -306,7 +315,7 @@ def generate(
     seq2seq = model_kind(model) == "seq2seq"
     pad, eos = _special_ids(tokenizer)
     budget = _prompt_budget(model, max_source_length, settings.max_new_tokens)
-    encoded = [encode_prompt(model, tokenizer, s, budget) for s in sources]
+    encoded = [encode_prompt(model, tokenizer, s, budget, raw) for s in sources]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     n = settings.num_return_sequences
     results: list[list[Generation]] = [[] for _ in encoded]

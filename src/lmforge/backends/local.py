@@ -25,10 +25,6 @@ from lmforge.models import load_pretrained, model_kind
 from lmforge.runs import read_model_card
 
 DEFAULT_MAX_SOURCE_LENGTH = 512
-RAW_PROMPT_NOTE = (
-    "lmforge.generation appends the fine-tuning separator to a causal model's prompt, so "
-    "raw prompts (HumanEval) are not sent exactly as given"
-)
 
 
 class LocalBackend:
@@ -89,9 +85,8 @@ class LocalBackend:
         """``n`` texts per source (independent samples, or the best ``n`` beams), not stripped:
         a completion's leading whitespace can matter (HumanEval's indentation).
 
-        ``raw`` changes nothing yet: :func:`lmforge.generation.generate` encodes every prompt
-        as fine-tuning did, so a causal model's prompt ends with the separator
-        (:data:`RAW_PROMPT_NOTE`)."""
+        ``raw`` sends a causal model the prompt's own tokens, without the fine-tuning
+        separator (HumanEval completes code as given)."""
         if n < 1:
             raise UserError(f"samples per source must be at least 1, got {n}")
         settings = replace(settings, num_return_sequences=n, stop=[*settings.stop, *stop])
@@ -102,6 +97,7 @@ class LocalBackend:
             settings,
             batch_size=self.batch_size,
             max_source_length=self.max_source_length,
+            raw=raw,
         )
         for group in generations:
             for g in group:
