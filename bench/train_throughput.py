@@ -25,9 +25,10 @@ least padded batches and flatter grouping; 50 steps see the whole range of lengt
 Tokens are the non-padding tokens trained on: ``attention_mask`` sum of the source plus
 ``labels != -100`` of the target, recorded by a wrapper around each side's collator. MFU is the
 FLOPs of those batches (lmforge's ``FlopsCounter``, non-padding tokens only) over the timed
-seconds and the measured fp32 matmul peak of this machine (``peak_flops``). ``padded tok/s``
-counts every position the model computed, padding included: equal values mean the two loops
-are equally fast per position, and any difference in tokens/s comes from padding.
+seconds and the measured fp32 matmul peak of this machine (``peak_flops``). ``MFU+pad``
+counts the FLOPs of every position the model computed, padding included: equal values mean
+the two loops turn arithmetic into progress equally fast, so that any difference in tokens/s
+comes from padding.
 
 Data: by default the documented functions of the first ``--limit-files`` files of the standard
 library (source = the code-comment template of the code, target = the docstring's summary);
@@ -170,7 +171,13 @@ def measure(
         "target_tokens": sum(int((b["labels"] != -100).sum()) for b in timed),
         "padded_tokens": sum(b["input_ids"].numel() + b["labels"].numel() for b in timed),
         "flops": sum(counter.batch_flops(b) for b in timed),
+        "padded_flops": sum(counter.batch_flops(every_position(b)) for b in timed),
     }
+
+
+def every_position(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch as FlopsCounter would see it if padding were tokens too."""
+    return {"input_ids": batch["input_ids"], "labels": torch.zeros_like(batch["labels"])}
 
 
 def summarise(name: str, trials: list[dict[str, Any]], steps: int, peak: float) -> dict[str, Any]:
@@ -191,9 +198,10 @@ def summarise(name: str, trials: list[dict[str, Any]], steps: int, peak: float) 
         "padded_tokens": first["padded_tokens"],
         "padding": 1 - tokens / first["padded_tokens"],
         "tokens_per_s": tokens / seconds,
-        "padded_tokens_per_s": first["padded_tokens"] / seconds,
         "flops": first["flops"],
         "mfu": first["flops"] / (seconds * peak),
+        "padded_flops": first["padded_flops"],
+        "mfu_with_padding": first["padded_flops"] / (seconds * peak),
     }
 
 
@@ -303,7 +311,6 @@ def machine() -> dict[str, Any]:
     return {
         "cpu": cpu,
         "cpus": len(os.sched_getaffinity(0)),
-        "load_average": os.getloadavg(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
@@ -314,7 +321,7 @@ def machine() -> dict[str, Any]:
 def print_report(report: dict[str, Any]) -> None:
     print(
         f"{'run':<16} {'s/step':>7} {'tokens':>7} {'padding':>8} {'tok/s':>7} "
-        f"{'padded tok/s':>13} {'MFU':>6}  seconds (CPU share) of each repeat"
+        f"{'MFU':>6} {'MFU+pad':>8}  seconds (CPU share) of each repeat"
     )
     for r in report["results"]:
         each = " ".join(
@@ -323,8 +330,8 @@ def print_report(report: dict[str, Any]) -> None:
         )
         print(
             f"{r['run']:<16} {r['seconds_per_step']:>7.2f} {r['tokens']:>7} "
-            f"{r['padding']:>8.1%} {r['tokens_per_s']:>7.0f} {r['padded_tokens_per_s']:>13.0f} "
-            f"{r['mfu']:>6.1%}  {each}"
+            f"{r['padding']:>8.1%} {r['tokens_per_s']:>7.0f} {r['mfu']:>6.1%} "
+            f"{r['mfu_with_padding']:>8.1%}  {each}"
         )
     print(
         f"matmul peak (fp32, {report['threads']} threads): {report['peak_flops_per_s'] / 1e9:.1f} GFLOP/s"
@@ -370,6 +377,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.json is not None and args.json.exists() and not args.overwrite:
         raise UserError(f"{args.json} exists; pass --overwrite to replace it")
+    load_at_start = os.getloadavg()
     torch.set_num_threads(args.threads)
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
@@ -391,7 +399,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     counter = FlopsCounter.from_model(initial)
     print(
         f"{len(dataset)} examples, {counter.params / 1e6:.1f}M parameters, {args.threads} "
-        f"threads, load average {os.getloadavg()[0]:.2f}",
+        f"threads, load average {load_at_start[0]:.2f}",
         file=sys.stderr,
     )
     if args.steps < MEGABATCH or len(dataset) < 4 * MEGABATCH * args.batch_size:
@@ -429,6 +437,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
+        "load_average": {"start": load_at_start, "end": os.getloadavg()},  # 1, 5, 15 minutes
         "threads": args.threads,
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "examples": len(dataset),

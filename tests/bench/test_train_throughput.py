@@ -26,9 +26,13 @@ def bench() -> ModuleType:
     return module
 
 
-class OneFlopPerBatch:
+class FlopPerToken:
+    """Counts 1 FLOP per source token and 10 per target token (stand-in for FlopsCounter)."""
+
     def batch_flops(self, batch: dict[str, torch.Tensor]) -> int:
-        return 1000
+        mask = batch.get("attention_mask")
+        source = int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+        return source + 10 * int((batch["labels"] != -100).sum())
 
 
 def batch(source: list[int], target: list[int]) -> dict[str, torch.Tensor]:
@@ -75,22 +79,24 @@ def test_measure_counts_the_non_padding_tokens_of_the_timed_steps_only(bench) ->
     warm = batch([50, 50], [9, 9])
     timed = [batch([3, 1], [2, 2]), batch([4, 4], [1, 3]), batch([2], [2])]
     recorder.batches = [warm, *timed, batch([7], [7])]  # the last was fetched ahead, not trained
-    got = bench.measure("x", clock, recorder, warmup=1, steps=3, counter=OneFlopPerBatch())
+    got = bench.measure("x", clock, recorder, warmup=1, steps=3, counter=FlopPerToken())
     assert got["seconds"] == 6.0  # end of step 1 -> end of step 4
     assert got["source_tokens"] == 3 + 1 + 4 + 4 + 2
     assert got["target_tokens"] == 2 + 2 + 1 + 3 + 2
     assert got["padded_tokens"] == (2 * 3 + 2 * 2) + (2 * 4 + 2 * 3) + (2 + 2)
-    assert got["flops"] == 3000
+    assert got["flops"] == 14 + 10 * 10
+    assert got["padded_flops"] == (6 + 8 + 2) + 10 * (4 + 6 + 2)  # padding counted too
     assert got["cpu_share"] == pytest.approx(10 / 6)
 
     summary = bench.summarise("x", [got, {**got, "seconds": 12.0}], steps=3, peak=500.0)
     assert summary["seconds"] == 9.0  # the median of the repeats
     assert summary["tokens_per_s"] == pytest.approx((14 + 10) / 9.0)
     assert summary["padding"] == pytest.approx(1 - 24 / 28)
-    assert summary["mfu"] == pytest.approx(3000 / (9.0 * 500.0))
+    assert summary["mfu"] == pytest.approx(114 / (9.0 * 500.0))
+    assert summary["mfu_with_padding"] == pytest.approx(136 / (9.0 * 500.0))
 
     with pytest.raises(RuntimeError, match="x: 4 optimizer steps"):
-        bench.measure("x", clock, recorder, warmup=2, steps=3, counter=OneFlopPerBatch())
+        bench.measure("x", clock, recorder, warmup=2, steps=3, counter=FlopPerToken())
 
 
 def test_data_without_a_target_field_names_the_file_and_field(bench, tmp_path) -> None:
