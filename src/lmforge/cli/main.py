@@ -35,8 +35,14 @@ def _root(
 
 
 def _register() -> None:
-    # Each verb group lives in its own module and adds itself to ``app``.
-    from lmforge.cli import data, evaluate, export, generate, quickstart, tokenizer, train  # noqa: F401
+    # Each verb group lives in its own module and adds itself to ``app``: one import per line.
+    import lmforge.cli.data
+    import lmforge.cli.evaluate
+    import lmforge.cli.export
+    import lmforge.cli.generate
+    import lmforge.cli.quickstart
+    import lmforge.cli.tokenizer
+    import lmforge.cli.train  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> None:
