@@ -23,6 +23,7 @@ $(VENV)/.torch: | $(PY)
 
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(PIP) install --quiet -e .
+	@bash scripts/install-fonts.sh
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed

@@ -284,11 +284,19 @@ def _score_one(
             scores[PERPLEXITY] = backend.perplexity(sources if task == "text" else pairs)
         except LikelihoodUnavailable as exc:
             omitted[PERPLEXITY] = exc.message
+    from lmforge.training.compute import inference_compute  # lazy: the package loads accelerate
+
     entry = {
         "examples": len(examples.rows),
         "seconds": round(seconds, 3),
         "prompt_tokens": prompt_after - prompt_before,
         "completion_tokens": completion_after - completion_before,
+        "compute": inference_compute(
+            _local_model(backend),
+            prompt_tokens=prompt_after - prompt_before,
+            completion_tokens=completion_after - completion_before,
+            seconds=seconds,
+        ),
         "template": template.model_dump(mode="json"),
         "metrics": {
             name: {k: v for k, v in result.to_dict().items() if k != "per_example"}
@@ -316,6 +324,13 @@ def _score_one(
             record["provenance"] = row["provenance"]
         rows.append(record)
     return entry, rows
+
+
+def _local_model(backend: Backend) -> Any:
+    """The torch model behind a local backend; None for an endpoint (size and hardware unknown)."""
+    from lmforge.backends.local import LocalBackend
+
+    return backend.model if isinstance(backend, LocalBackend) else None
 
 
 def _seed_warning(backend: Backend, examples: Examples, seed: int) -> str | None:
@@ -490,6 +505,14 @@ def evaluate_humaneval(
         )
         seconds = time.perf_counter() - start
         prompt_tokens, completion_tokens = backend.usage.snapshot()
+        from lmforge.training.compute import inference_compute
+
+        compute = inference_compute(
+            _local_model(backend),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            seconds=seconds,
+        )
     finally:
         backend.close()
     samples = [
@@ -510,6 +533,7 @@ def evaluate_humaneval(
             "seconds": round(seconds, 3),
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
+            "compute": compute,
             "metrics": {
                 name: {k: v for k, v in r.to_dict().items() if k != "per_example"}
                 for name, r in result.pass_at_k.scores.items()
