@@ -14,24 +14,38 @@ from lmforge.cli.main import app
 @app.command("quickstart")
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", help="Where everything goes."),
-    minutes: float = typer.Option(10.0, "--minutes", min=0.5, help="Wall-time budget."),
+    minutes: float = typer.Option(
+        None, "--minutes", min=0.1, help="Wall-time budget (default: the preset's own)."
+    ),
+    preset: str = typer.Option(
+        "laptop",
+        "--preset",
+        help="laptop (10 min on 2 CPU cores), small (an hour), base (a GPU), test (seconds).",
+    ),
     seed: int = typer.Option(42, "--seed", help="Same seed, same result on this machine."),
 ) -> None:
-    """Harvest data already on this machine (Python docstrings, translation catalogs) and
-    train a tokenizer on it; no download. Running it again keeps what is done."""
+    """Harvest Python docstrings and translation catalogs already on this machine, pretrain a
+    small T5 on them, fine-tune it on four tasks, evaluate it against baselines and write a
+    report. No download. Running the same command again resumes where it stopped."""
     from lmforge.quickstart import run_quickstart
+    from lmforge.quickstart.report import summary_rows
 
     console = Console(stderr=True)
-    result = run_quickstart(out, minutes=minutes, seed=seed, report=console.print)
-    table = Table(title="lmforge quickstart")
-    for column in ("stage", "result", "seconds"):
+    result = run_quickstart(out, minutes=minutes, seed=seed, report=console.print, preset=preset)
+    table = Table(
+        title=f"lmforge quickstart: held-out scores ({result.plan.eval_examples} per task)"
+    )
+    for column in ("task", "metric", "pretrained + fine-tuned", "from scratch", "baseline", ""):
         table.add_column(column)
-    for stage, what, seconds in result.stages:
-        table.add_row(stage, what, f"{seconds:.1f}")
-    Console().print(table)
-    Console().print(
-        f"outputs: {result.out}\n"
-        "next: lmforge data inspect "
-        f"{result.out / 'data' / 'python.jsonl'} --task code-comment --column docstring=summary\n"
-        f"      lmforge pretrain configs/pretrain-t5-small.yaml"
+    for row in summary_rows(result.metrics):
+        table.add_row(*row)
+    stdout = Console()
+    stdout.print(table)
+    final = result.out / "finetune" / "final"
+    stdout.print(
+        f"report: {result.report} (open {result.report.with_suffix('.html')} in a browser)\n"
+        "next:\n"
+        f'  lmforge generate {final} --task code-comment "def add(a, b):\\n    return a + b"\n'
+        f"  lmforge serve {final}\n"
+        f"  lmforge eval run configs/eval/code-comment.yaml"
     )

@@ -1,104 +1,351 @@
 """The main job on the embedded default: knowledge harvested from this machine.
 
-Stages, each skipped when its output is already in ``out`` (so the same command resumes):
-1. harvest Python functions + docstrings (stdlib and site-packages) and, where translation
-   catalogs are installed, English -> Chinese (zh_CN) pairs;
-2. train a byte-level BPE tokenizer on the harvested code, docstrings and translations.
+Stages, each skipped when its output is already in ``out`` (so the same command resumes, and
+a training stage interrupted by Ctrl-C continues from its last checkpoint):
+
+1. harvest Python functions + docstrings (the standard library and a seeded sample of
+   site-packages files) and, where translation catalogs are installed, English -> Chinese
+   (zh_CN) pairs; build the labelled tasks, split by source file / catalog;
+2. train a byte-level BPE tokenizer on the training split's text;
+3. pretrain a small T5 with span corruption on the training split's code and text;
+4. fine-tune it on the mixture of tasks; fine-tune the same architecture from scratch on
+   the same mixture for the same steps (what pretraining contributed);
+5. evaluate both and the heuristic baselines on the same held-out examples;
+6. write the report (Markdown, HTML, PNG plots) into ``out``.
 """
 
 from __future__ import annotations
 
+import json
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lmforge.data.harvest import write_harvest
-from lmforge.data.loading import iter_texts
-from lmforge.tokenizers import save_tokenizer, train_tokenizer
+from lmforge.errors import UserError
+from lmforge.fsutil import write_json_atomic, write_jsonl_atomic
+from lmforge.quickstart.plan import Plan, make_plan
+from lmforge.quickstart.tasks import TASKS
 
 Report = Callable[[str], None]
+PYTHON_FILE = "data/python.jsonl"
+TRANSLATION_FILE = "data/translate-zh.jsonl"
+PLAN_FILE = "plan.json"
+METRICS_FILE = "metrics.json"
+SYSTEMS = ("pretrained + fine-tuned", "fine-tuned from scratch", "baseline")
 
 
 @dataclass
 class QuickstartResult:
     out: Path
+    plan: Plan
     stages: list[tuple[str, str, float]] = field(default_factory=list)  # (stage, what, seconds)
     python_rows: int = 0
     translation_rows: int = 0
+    tasks: dict[str, dict[str, int]] = field(default_factory=dict)  # task -> split -> examples
     tokenizer_dir: Path | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    report: Path | None = None
 
 
-def _count_lines(path: Path) -> int:
-    with path.open("rb") as handle:
-        return sum(1 for _ in handle)
+class Stage:
+    """Times a stage and records one line of what it did."""
+
+    def __init__(self, result: QuickstartResult, name: str, report: Report) -> None:
+        self.result, self.name, self.report = result, name, report
+
+    def __enter__(self) -> Stage:
+        self.start = time.perf_counter()
+        self.what = ""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            seconds = time.perf_counter() - self.start
+            self.result.stages.append((self.name, self.what, seconds))
+            self.report(f"[bold]{self.name}[/bold]: {self.what} ({seconds:.1f} s)")
 
 
-def harvest(out: Path, result: QuickstartResult, report: Report) -> None:
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+# --------------------------------------------------------------------------- 1. data
+
+
+def site_packages_sample(seed: int, limit: int | None) -> list[Path]:
+    """The interpreter's stdlib, plus ``limit`` site-packages files chosen by a seeded hash
+    (all of them when ``limit`` is None): the whole of site-packages takes a minute to parse."""
+    from lmforge.data.harvest.python import default_python_paths, python_files
+    from lmforge.data.splits import group_fraction
+
+    roots = default_python_paths()
+    stdlib, others = roots[:1], roots[1:]
+    if limit is None or not others:
+        return roots
+    files = python_files(others)
+    chosen = sorted(files, key=lambda f: group_fraction(seed, Path(f).name + f))[:limit]
+    return stdlib + [Path(f) for f in sorted(chosen)]
+
+
+def harvest(out: Path, plan: Plan, seed: int, result: QuickstartResult, report: Report) -> None:
     from lmforge.data.harvest.gettext import harvest_gettext
     from lmforge.data.harvest.python import harvest_python
 
-    data = out / "data"
-    python_path = data / "python.jsonl"
-    start = time.perf_counter()
-    if python_path.is_file():
-        result.python_rows = _count_lines(python_path)
-        what = f"kept {result.python_rows} functions already in {python_path}"
-    else:
-        report("harvesting Python functions and docstrings (stdlib and site-packages)...")
-        rows, stats = harvest_python()
-        result.python_rows = write_harvest(rows, python_path)
-        what = f"{result.python_rows} functions from {stats.files_scanned} files -> {python_path}"
-    result.stages.append(("harvest python", what, time.perf_counter() - start))
-    report(what)
+    python_path, zh_path = out / PYTHON_FILE, out / TRANSLATION_FILE
+    with Stage(result, "harvest python", report) as stage:
+        if python_path.is_file():
+            stage.what = f"kept {python_path}"
+        else:
+            report("harvesting Python functions and docstrings (stdlib and site-packages)...")
+            rows, stats = harvest_python(site_packages_sample(seed, plan.site_packages_files))
+            count = write_harvest(rows, python_path)
+            if count == 0:
+                raise UserError("no documented Python functions were found on this machine")
+            stage.what = f"{count} functions from {stats.files_scanned} files -> {python_path}"
+    with Stage(result, "harvest gettext", report) as stage:
+        done = out / "data" / "translate-zh.done"
+        if done.is_file():
+            stage.what = f"kept {zh_path if zh_path.is_file() else 'no catalogs'}"
+        else:
+            report("harvesting English -> Chinese pairs from installed translation catalogs...")
+            rows, stats = harvest_gettext("zh_CN")
+            count = write_harvest(rows, zh_path)
+            stage.what = (
+                f"{count} pairs from {stats.files_scanned} catalogs -> {zh_path}"
+                if count
+                else "no zh_CN translation catalogs installed: translation is skipped"
+            )
+            done.write_text(f"{count}\n", encoding="utf-8")
 
-    zh_path = data / "translate-zh.jsonl"
-    start = time.perf_counter()
-    if zh_path.is_file():
-        result.translation_rows = _count_lines(zh_path)
-        what = f"kept {result.translation_rows} pairs already in {zh_path}"
-    else:
-        report("harvesting English -> Chinese pairs from installed translation catalogs...")
-        rows, stats = harvest_gettext("zh_CN")
-        result.translation_rows = write_harvest(rows, zh_path)
-        what = (
-            f"{result.translation_rows} pairs from {stats.files_scanned} catalogs -> {zh_path}"
-            if result.translation_rows
-            else "no zh_CN translation catalogs installed: translation is skipped"
+
+def build_task_files(
+    out: Path, plan: Plan, seed: int, result: QuickstartResult, report: Report
+) -> None:
+    from lmforge.quickstart.tasks import build_tasks, pretraining_texts
+
+    tasks_dir = out / "data" / "tasks"
+    with Stage(result, "tasks", report) as stage:
+        python_rows = _read_jsonl(out / PYTHON_FILE)
+        zh = out / TRANSLATION_FILE
+        zh_rows = _read_jsonl(zh) if zh.is_file() else []
+        result.python_rows, result.translation_rows = len(python_rows), len(zh_rows)
+        if (tasks_dir / "counts.json").is_file():
+            result.tasks = json.loads((tasks_dir / "counts.json").read_text(encoding="utf-8"))
+            stage.what = f"kept {tasks_dir}"
+            return
+        tasks = build_tasks(python_rows, zh_rows, seed)
+        counts: dict[str, dict[str, int]] = {}
+        for task, splits in tasks.items():
+            if not splits["train"] or not splits["test"]:
+                continue  # e.g. no translation catalogs installed
+            counts[task] = {split: len(rows) for split, rows in splits.items()}
+            random.Random(seed).shuffle(splits["train"])  # so that the first N are a sample
+            for split, rows in splits.items():
+                write_jsonl_atomic(tasks_dir / task / f"{split}.jsonl", rows)
+        texts = list(pretraining_texts(python_rows, zh_rows, seed))
+        random.Random(seed).shuffle(texts)
+        sample = [{"text": t} for t in texts[: plan.pretrain_texts] if t.strip()]
+        write_jsonl_atomic(out / "data" / "pretrain.jsonl", sample)
+        write_json_atomic(tasks_dir / "counts.json", counts)
+        result.tasks = counts
+        stage.what = ", ".join(
+            f"{t} {c['train']}/{c['validation']}/{c['test']}" for t, c in counts.items()
         )
-    result.stages.append(("harvest gettext", what, time.perf_counter() - start))
-    report(what)
+        stage.what += " (train/validation/test)"
 
 
-def tokenizer(out: Path, result: QuickstartResult, report: Report, seed: int) -> None:
+# --------------------------------------------------------------------------- 2-4. training
+
+
+def tokenizer(out: Path, plan: Plan, seed: int, result: QuickstartResult, report: Report) -> None:
+    from lmforge.data.loading import iter_texts
+    from lmforge.tokenizers import save_tokenizer, train_tokenizer
+
     directory = out / "tokenizer"
-    start = time.perf_counter()
-    if (directory / "tokenizer.json").is_file():
-        what = f"kept the tokenizer in {directory}"
-    else:
-        report("training a byte-level BPE tokenizer on code, docstrings and translations...")
-        data = out / "data"
-
-        def texts():
-            yield from iter_texts(data / "python.jsonl", ["code", "docstring"])
-            if (data / "translate-zh.jsonl").is_file():
-                yield from iter_texts(data / "translate-zh.jsonl", ["source", "target"])
-
-        trained = train_tokenizer(texts(), kind="bpe", vocab_size=8000, max_texts=60_000, seed=seed)
-        save_tokenizer(trained, directory)
-        what = f"vocabulary of {len(trained)} tokens -> {directory}"
+    with Stage(result, "tokenizer", report) as stage:
+        if (directory / "tokenizer.json").is_file():
+            stage.what = f"kept {directory}"
+        else:
+            report("training a byte-level BPE tokenizer on the training split's text...")
+            texts = iter_texts(out / "data" / "pretrain.jsonl", ["text"])
+            trained = train_tokenizer(
+                texts,
+                kind="bpe",
+                vocab_size=plan.vocab_size,
+                max_texts=plan.tokenizer_texts,
+                seed=seed,
+            )
+            save_tokenizer(trained, directory)
+            stage.what = f"vocabulary of {len(trained)} tokens -> {directory}"
     result.tokenizer_dir = directory
-    result.stages.append(("tokenizer", what, time.perf_counter() - start))
-    report(what)
+
+
+def _train_block(plan: Plan, steps: int, batch_size: int, lr: float, stage: str) -> dict[str, Any]:
+    return {
+        "max_steps": steps,
+        "max_minutes": plan.stage_minutes(stage),
+        "batch_size": batch_size,
+        "eval_every": max(1, steps // 4),
+        "eval_batches": 4,
+        "save_every": max(1, steps // 8),
+        "keep_last": 1,
+        "log_every": max(1, min(10, steps // 10)),
+    }
+
+
+def pretrain_config(out: Path, plan: Plan, seed: int) -> dict[str, Any]:
+    return {
+        "run_dir": str(out / "pretrain"),
+        "seed": seed,
+        "data": [
+            {
+                "path": str(out / "data" / "pretrain.jsonl"),
+                "task": "text",
+                "split": {"validation": 0.02, "test": 0.0},
+            }
+        ],
+        "tokenizer": {"path": str(out / "tokenizer")},
+        "model": {
+            "family": "t5",
+            "preset": plan.model_preset,
+            "overrides": plan.model_overrides,
+        },
+        "objective": {"name": "span_corruption", "block_size": plan.block_size},
+        "optim": {"lr": plan.pretrain_lr, "warmup_steps": plan.warmup_steps},
+        "train": _train_block(
+            plan, plan.pretrain_steps, plan.pretrain_batch_size, plan.pretrain_lr, "pretrain"
+        ),
+    }
+
+
+def finetune_config(
+    out: Path, plan: Plan, seed: int, tasks: list[str], *, pretrained: bool
+) -> dict[str, Any]:
+    name = "finetune" if pretrained else "finetune-scratch"
+    model: dict[str, Any] = (
+        {"pretrained": str(out / "pretrain" / "final")}
+        if pretrained
+        else {"family": "t5", "preset": plan.model_preset, "overrides": plan.model_overrides}
+    )
+    no_split = {"validation": 0.0, "test": 0.0}
+    tasks_dir = out / "data" / "tasks"
+    return {
+        "run_dir": str(out / name),
+        "seed": seed,
+        "data": [
+            {
+                "path": str(tasks_dir / task / "train.jsonl"),
+                "task": task,
+                "weight": plan.task_weights.get(task, 1.0),
+                "max_rows": plan.train_examples_per_task,
+                "split": no_split,
+            }
+            for task in tasks
+        ],
+        "validation": [
+            {
+                "path": str(tasks_dir / task / "validation.jsonl"),
+                "task": task,
+                "max_rows": 64,
+                "split": no_split,
+            }
+            for task in tasks
+        ],
+        "tokenizer": {"path": str(out / "tokenizer")},
+        "model": model,
+        "objective": {
+            "max_source_length": plan.max_source_length,
+            "max_target_length": plan.max_target_length,
+        },
+        "optim": {"lr": plan.finetune_lr, "warmup_steps": plan.warmup_steps},
+        "train": _train_block(
+            plan, plan.finetune_steps, plan.finetune_batch_size, plan.finetune_lr, name
+        ),
+    }
+
+
+def train_stage(
+    name: str, config: dict[str, Any], stage_kind: str, result: QuickstartResult, report: Report
+) -> None:
+    from lmforge.config import RunConfig
+    from lmforge.runs import run_training
+
+    run_dir = Path(config["run_dir"])
+    with Stage(result, name, report) as stage:
+        if (run_dir / "final" / "lmforge.json").is_file() and (run_dir / "compute.json").is_file():
+            stage.what = f"kept {run_dir / 'final'}"
+            return
+        report(f"{name}: {config['train']['max_steps']} steps -> {run_dir}")
+        cfg = RunConfig.model_validate(config)
+        trained = run_training(cfg, stage_kind)  # type: ignore[arg-type]
+        stage.what = (
+            f"{trained.step} steps ({trained.stopped_because}), "
+            f"eval loss {trained.eval_metrics.get('eval_loss', float('nan')):.3f} -> {trained.final_dir}"
+        )
+
+
+# --------------------------------------------------------------------------- the whole job
 
 
 def run_quickstart(
-    out: str | Path, *, minutes: float, seed: int, report: Report
+    out: str | Path,
+    *,
+    minutes: float | None,
+    seed: int,
+    report: Report,
+    preset: str = "laptop",
 ) -> QuickstartResult:
-    """Run every stage into ``out``; stages already done there are kept."""
+    """Run every stage into ``out``; stages already done there are kept.
+
+    The plan (``plan.json``) is fixed on the first run: resuming with another preset or
+    budget is refused rather than mixing two recipes in one directory.
+    """
+    from lmforge.quickstart.evaluate import evaluate_all
+    from lmforge.quickstart.report import write_report
+
     out = Path(out)
+    plan = make_plan(preset, minutes)
+    _check_plan(out, plan, seed)
     out.mkdir(parents=True, exist_ok=True)
-    result = QuickstartResult(out)
-    harvest(out, result, report)
-    tokenizer(out, result, report, seed)
+    write_json_atomic(out / PLAN_FILE, {"seed": seed, **plan.to_dict()})
+    result = QuickstartResult(out, plan)
+    start = time.perf_counter()
+    harvest(out, plan, seed, result, report)
+    build_task_files(out, plan, seed, result, report)
+    tasks = [task for task in TASKS if task in result.tasks]
+    if not tasks:
+        raise UserError("the harvest gave no task with both training and test examples")
+    tokenizer(out, plan, seed, result, report)
+    train_stage("pretrain", pretrain_config(out, plan, seed), "pretrain", result, report)
+    for pretrained, name in ((True, "finetune"), (False, "finetune-scratch")):
+        config = finetune_config(out, plan, seed, tasks, pretrained=pretrained)
+        train_stage(name, config, "finetune", result, report)
+    with Stage(result, "evaluate", report) as stage:
+        report(
+            f"evaluating both models and the baselines on {plan.eval_examples} examples per task"
+        )
+        result.metrics = evaluate_all(out, plan, seed, tasks)
+        stage.what = f"{len(tasks)} tasks -> {out / 'eval'}"
+    with Stage(result, "report", report) as stage:
+        result.report = write_report(out, result, time.perf_counter() - start)
+        stage.what = f"{result.report} and {result.report.with_suffix('.html')}"
     return result
+
+
+def _check_plan(out: Path, plan: Plan, seed: int) -> None:
+    saved = out / PLAN_FILE
+    if not saved.is_file():
+        return
+    previous = json.loads(saved.read_text(encoding="utf-8"))
+    current = json.loads(json.dumps({"seed": seed, **plan.to_dict()}))
+    if previous != current:
+        changed = sorted(k for k in current if previous.get(k) != current[k])
+        raise UserError(
+            f"{out} holds a quickstart with another plan (changed: {', '.join(changed)}); "
+            "run the same command to resume it, or choose another --out"
+        )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -76,7 +77,7 @@ class RunLogger:
         self._tensorboard = SummaryWriter(str(run_dir / TENSORBOARD_DIR), purge_step=start_step + 1)
         self.console = Console(stderr=True)
         self._progress = Progress(
-            TextColumn("[bold]step"),
+            TextColumn(f"[bold]{escape(run_dir.name)}[/bold] step"),  # the run (or stage) name
             MofNCompleteColumn(),
             BarColumn(),
             TextColumn(
