@@ -139,6 +139,7 @@ class OptimConfig(StrictModel):
     min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0)
     grad_clip: float | None = Field(1.0, gt=0.0)
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    rdrop_alpha: float = Field(0.0, ge=0.0)  # R-Drop consistency weight; 0: off (one forward)
 
 
 class TrainConfig(StrictModel):
@@ -160,6 +161,25 @@ class TrainConfig(StrictModel):
     num_workers: int = Field(0, ge=0)
 
 
+# --------------------------------------------------------------------------- augmentation
+
+
+class CdaConfig(StrictModel):
+    """Counterfactual data augmentation: each training row that mentions a listed term gets a
+    copy with the terms swapped (lmforge.responsible.cda; docs/bias.md)."""
+
+    enabled: bool = False
+    lists: list[str] = Field(default_factory=lambda: ["gender"])  # built-in word-pair lists
+    user_file: str | None = None  # extra pairs, same TSV format; listed first, so they win
+    categories: list[str] | None = None  # None: every category of the lists
+    languages: list[Literal["en", "zh"]] = Field(default_factory=lambda: ["en", "zh"])
+    fields: list[str] | None = None  # None: every text field of the task template
+
+
+class AugmentConfig(StrictModel):
+    cda: CdaConfig = Field(default_factory=CdaConfig)
+
+
 class RunConfig(StrictModel):
     """A pretraining or fine-tuning run: what ``lmforge pretrain|finetune CONFIG`` reads."""
 
@@ -172,6 +192,7 @@ class RunConfig(StrictModel):
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)  # training split only
 
 
 # --------------------------------------------------------------------------- loading

@@ -3,7 +3,8 @@ objective and the training loop. ``lmforge pretrain|finetune`` and ``LM.fit`` bo
 
 The steps, in order (as in transformers' run_summarization.py, but each one a library call):
 1. check the run directory (a run with the same config resumes; another config is refused);
-2. load every data source, split it deterministically, render it through its task template;
+2. load every data source, split it deterministically, add counterfactual copies of the
+   training rows (``augment.cda``), render it through its task template;
 3. take the tokenizer: the pretrained model's, a trained one at ``tokenizer.path``, or train
    one on this run's training split;
 4. build the model from scratch or load it pretrained; wrap it with LoRA when asked;
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +34,7 @@ from lmforge.errors import UserError
 from lmforge.fsutil import write_json_atomic, write_text_atomic
 from lmforge.models import apply_lora, build_model, load_pretrained, model_kind
 from lmforge.objectives import get_objective, mix
+from lmforge.responsible import cda
 from lmforge.tokenizers import load_tokenizer, save_tokenizer, train_tokenizer
 from lmforge.training.loop import TrainResult, train
 
@@ -60,6 +62,7 @@ class RunData:
     train: list[datasets.Dataset]
     validation: list[datasets.Dataset]
     weights: list[float]
+    counterfactual_rows: list[int] = field(default_factory=list)  # CDA copies per source
 
 
 def objective_name(cfg: RunConfig, stage: Stage, family: str) -> str:
@@ -78,7 +81,8 @@ def objective_name(cfg: RunConfig, stage: Stage, family: str) -> str:
 def load_run_data(cfg: RunConfig) -> RunData:
     """Load, split and render every source. Validation comes from ``cfg.validation`` when it
     is given, otherwise from each source's own validation split."""
-    train_parts, validation_parts, weights = [], [], []
+    train_parts, validation_parts, weights, added = [], [], [], []
+    swap = cda.swapper(cfg.augment.cda) if cfg.augment.cda.enabled else None
     for source in cfg.data:
         rows = load_source(source)
         if not isinstance(rows, datasets.Dataset):  # streaming is for inspect and tokenizers
@@ -86,13 +90,17 @@ def load_run_data(cfg: RunConfig) -> RunData:
         splits = split_dataset(rows, source.split, cfg.seed)
         if len(splits["train"]) == 0:
             raise UserError(f"{source.path}: the train split is empty; lower split fractions")
-        train_parts.append(to_pairs(splits["train"], source))
+        train_rows = splits["train"]
+        if swap is not None:  # training rows only: validation and test stay as they are
+            train_rows = cda.augment(train_rows, source.task, swap, cfg.augment.cda.fields)
+            added.append(len(train_rows) - len(splits["train"]))
+        train_parts.append(to_pairs(train_rows, source))
         weights.append(source.weight)
         if not cfg.validation and len(splits["validation"]):
             validation_parts.append(to_pairs(splits["validation"], source))
     for source in cfg.validation:
         validation_parts.append(to_pairs(load_source(source), source))
-    return RunData(train_parts, validation_parts, weights)
+    return RunData(train_parts, validation_parts, weights, added)
 
 
 def as_text(pairs: datasets.Dataset) -> datasets.Dataset:
@@ -242,6 +250,8 @@ def run_training(
         if state.is_main_process:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(run_dir / "config.yaml", config_yaml)
+            if cfg.augment.cda.enabled:
+                write_json_atomic(run_dir / AUGMENT_FILE, augment_summary(cfg, data))
         if model is None or tokenizer is None:
             model, tokenizer, objective = _model_and_tokenizer(cfg, stage, data, run_dir)
         else:
@@ -272,7 +282,18 @@ def run_training(
     return result
 
 
+def augment_summary(cfg: RunConfig, data: RunData) -> dict[str, Any]:
+    """What CDA added, per data source (written to ``augment.json``)."""
+    return {
+        "cda": [
+            {"path": s.path, "train_rows": len(part), "counterfactual_rows": added}
+            for s, part, added in zip(cfg.data, data.train, data.counterfactual_rows, strict=True)
+        ]
+    }
+
+
 MODEL_CARD = "lmforge.json"
+AUGMENT_FILE = "augment.json"
 
 
 def write_model_card(model_dir: Path, cfg: RunConfig, objective: str) -> None:

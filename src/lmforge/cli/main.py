@@ -36,11 +36,14 @@ def _root(
 
 def _register() -> None:
     # Each verb group lives in its own module and adds itself to ``app``: one import per line.
+    import lmforge.cli.audit
     import lmforge.cli.data
     import lmforge.cli.evaluate
+    import lmforge.cli.explain
     import lmforge.cli.export
     import lmforge.cli.generate
     import lmforge.cli.quickstart
+    import lmforge.cli.report
     import lmforge.cli.tokenizer
     import lmforge.cli.train  # noqa: F401
 

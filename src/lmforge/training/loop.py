@@ -11,7 +11,11 @@ model's head. The loss is computed here from the logits, not by the model:
   with ``grad_accum`` or the number of processes, only with the global batch;
 * for BertForPreTraining (batches with ``next_sentence_label``) the loss is BERT's: the MLM
   loss per masked token plus the NSP loss per sentence pair, each normalised by its own count
-  over the window. ``eval_ppl`` is the perplexity of the MLM part alone.
+  over the window. ``eval_ppl`` is the perplexity of the MLM part alone;
+* with R-Drop (``optim.rdrop_alpha`` > 0; Liang et al. 2021) each micro-batch goes through the
+  model twice (as one doubled batch, so dropout draws two masks): the cross entropy is the
+  mean of the two passes, plus alpha times their symmetric KL divergence summed over target
+  positions, normalised by the same target-token count. The log reports both parts.
 
 Evaluation reports plain cross entropy (no label smoothing) and runs with the random state of
 training set aside, so evaluating or not never changes the training trajectory.
@@ -152,11 +156,16 @@ def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], inputs: set[
     return model(**kwargs)
 
 
+def lm_logits(outputs: Any) -> torch.Tensor:
+    """The language-model logits of a forward pass (BertForPreTraining names them apart)."""
+    return outputs["logits"] if "logits" in outputs else outputs["prediction_logits"]
+
+
 def loss_sums(
     outputs: Any, batch: dict[str, torch.Tensor], *, shift: bool, label_smoothing: float
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Summed token cross entropy over target positions, and summed NSP loss (or None)."""
-    logits = outputs["logits"] if "logits" in outputs else outputs["prediction_logits"]  # (B, T, V)
+    logits = lm_logits(outputs)  # (B, T, V)
     labels = batch["labels"]  # (B, T), -100 where no loss
     if shift:
         logits, labels = logits[:, :-1], labels[:, 1:]
@@ -176,6 +185,32 @@ def loss_sums(
         reduction="sum",
     )
     return lm, nsp
+
+
+def doubled(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every row twice (first all rows, then all again): R-Drop's two passes as one forward.
+
+    One forward of the doubled batch rather than two forwards: DDP allows one backward per
+    forward, and the two copies still get independent dropout masks."""
+    return {k: torch.cat([v, v]) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def rdrop_kl_sum(
+    logits_a: torch.Tensor, logits_b: torch.Tensor, labels: torch.Tensor, *, shift: bool
+) -> torch.Tensor:
+    """R-Drop's consistency term: 1/2 (KL(P_a || P_b) + KL(P_b || P_a)) of the token
+    distributions of two passes, summed over target positions (``labels != -100``).
+
+    Zero when the passes agree (no dropout); shapes (B, T, V) and (B, T)."""
+    if shift:
+        logits_a, logits_b, labels = logits_a[:, :-1], logits_b[:, :-1], labels[:, 1:]
+    targets = labels != -100  # (B, T)
+    log_a = F.log_softmax(logits_a[targets].float(), dim=-1)  # (N, V)
+    log_b = F.log_softmax(logits_b[targets].float(), dim=-1)
+    # kl_div(input, target) is KL(target || input)
+    forward_kl = F.kl_div(log_b, log_a, reduction="sum", log_target=True)
+    backward_kl = F.kl_div(log_a, log_b, reduction="sum", log_target=True)
+    return (forward_kl + backward_kl) / 2
 
 
 @contextlib.contextmanager
@@ -542,6 +577,8 @@ def train(
     stop = "early_stopping" if patience and state["evals_without_improvement"] >= patience else None
     # sums since the last log line
     log_loss, log_steps, log_tokens = torch.zeros((), device=accelerator.device), 0, 0
+    log_kl = torch.zeros((), device=accelerator.device)
+    rdrop = optim.rdrop_alpha > 0
     log_flops, log_seconds = 0.0, 0.0
     model.train()
     step = start_step
@@ -558,28 +595,43 @@ def train(
             targets, pairs = target_counts(batch, shift)
             mask = batch.get("attention_mask")
             tokens = int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+            passes = 2 if rdrop else 1  # R-Drop runs every example twice
             counts += torch.tensor(
-                [targets, pairs, tokens, counter.batch_flops(batch)],
+                [targets, pairs, tokens, passes * counter.batch_flops(batch)],
                 dtype=torch.float64,
                 device=counts.device,
             )
         n_targets, n_pairs, n_tokens, flops = accelerator.reduce(counts, "sum").tolist()
 
         step_loss = torch.zeros((), device=accelerator.device)
+        step_kl = torch.zeros((), device=accelerator.device)
         for i, batch in enumerate(micro_batches):
             last = i == len(micro_batches) - 1
             # gradients are all-reduced across processes only after the window's last micro-batch
             with contextlib.nullcontext() if last else accelerator.no_sync(model):
-                outputs = forward(model, batch, inputs)
-                lm, nsp = loss_sums(
-                    outputs, batch, shift=shift, label_smoothing=optim.label_smoothing
-                )
+                if rdrop:
+                    twice = doubled(batch)
+                    outputs = forward(model, twice, inputs)
+                    lm, nsp = loss_sums(
+                        outputs, twice, shift=shift, label_smoothing=optim.label_smoothing
+                    )
+                    lm, nsp = lm / 2, nsp / 2 if nsp is not None else None  # mean of the passes
+                    first, second = lm_logits(outputs).chunk(2)
+                    kl = rdrop_kl_sum(first, second, batch["labels"], shift=shift)
+                else:
+                    outputs = forward(model, batch, inputs)
+                    lm, nsp = loss_sums(
+                        outputs, batch, shift=shift, label_smoothing=optim.label_smoothing
+                    )
+                    kl = torch.zeros((), device=accelerator.device)
                 loss = lm / max(n_targets, 1.0)
                 if nsp is not None:
                     loss = loss + nsp / max(n_pairs, 1.0)
+                kl = kl / max(n_targets, 1.0)
                 # DDP averages gradients over processes; scaling by `world` makes that a sum
-                accelerator.backward(loss * world)
+                accelerator.backward((loss + optim.rdrop_alpha * kl) * world)
             step_loss += loss.detach()
+            step_kl += kl.detach()
 
         lr = optimizer.param_groups[0]["lr"]
         grad_norm = None  # stays None under DeepSpeed, whose engine clips (its own config)
@@ -598,6 +650,7 @@ def train(
         state["step_time_s"] += seconds
         state["elapsed_s"] = elapsed_before + time.monotonic() - session_start
         log_loss += step_loss
+        log_kl += step_kl
         log_steps, log_tokens = log_steps + 1, log_tokens + int(n_tokens)
         log_flops, log_seconds = log_flops + flops, log_seconds + seconds
         logger.advance(step)
@@ -613,6 +666,8 @@ def train(
                 "tokens_per_s": log_tokens / log_seconds,
                 "elapsed": round(state["elapsed_s"], 3),
             }
+            if rdrop:
+                row["rdrop_kl"] = accelerator.reduce(log_kl, "sum").item() / log_steps
             if grad_norm is not None:
                 row["grad_norm"] = float(grad_norm)
             if main:
@@ -620,6 +675,7 @@ def train(
                 row["mfu"] = log_flops / (log_seconds * device_peak * world)
             logger.log("train", row)
             log_loss.zero_()
+            log_kl.zero_()
             log_steps, log_tokens, log_flops, log_seconds = 0, 0, 0.0, 0.0
 
         if eval_dataset is not None and step % train.eval_every == 0:
