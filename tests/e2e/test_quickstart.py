@@ -29,6 +29,7 @@ ARTEFACTS = [
     "eval/metrics.json",
     "report.md",
     "report.html",
+    "eval.yaml",
     "plots/loss-pretrain.png",
     "plots/loss-finetune.png",
 ]
@@ -96,6 +97,12 @@ def test_every_artefact_and_the_report_agrees_with_metrics_json(quickstart, cli)
     # the summary on stdout and the next commands
     assert "code-comment" in result.out and "rougeL" in result.out
     assert f"lmforge generate {out / 'finetune' / 'final'}" in result.out.replace("\n", "")
+    from lmforge.config import load_config
+    from lmforge.evaluation import EvalConfig
+
+    follow_up = load_config(out / "eval.yaml", EvalConfig)  # the printed next step is valid
+    assert [m.path for m in follow_up.models][0] == str(out / "finetune" / "final")
+    assert sorted(d.task for d in follow_up.data) == sorted(tasks)
     plan = json.loads((out / "plan.json").read_text())
     assert plan["seed"] == 3 and plan["preset"] == "test"
     for run in ("pretrain", "finetune", "finetune-scratch"):

@@ -23,6 +23,9 @@ def quickstart(
         help="laptop (10 min on 2 CPU cores), small (an hour), base (a GPU), test (seconds).",
     ),
     seed: int = typer.Option(42, "--seed", help="Same seed, same result on this machine."),
+    overrides: list[str] = typer.Option(
+        None, "--set", help="Change one field of the plan (see plan.json), e.g. finetune_steps=800."
+    ),
 ) -> None:
     """Harvest Python docstrings and translation catalogs already on this machine, pretrain a
     small T5 on them, fine-tune it on four tasks, evaluate it against baselines and write a
@@ -31,7 +34,9 @@ def quickstart(
     from lmforge.quickstart.report import summary_rows
 
     console = Console(stderr=True)
-    result = run_quickstart(out, minutes=minutes, seed=seed, report=console.print, preset=preset)
+    result = run_quickstart(
+        out, minutes=minutes, seed=seed, report=console.print, preset=preset, overrides=overrides
+    )
     table = Table(
         title=f"lmforge quickstart: held-out scores ({result.plan.eval_examples} per task)"
     )
@@ -47,5 +52,5 @@ def quickstart(
         "next:\n"
         f'  lmforge generate {final} --task code-comment "def add(a, b):\\n    return a + b"\n'
         f"  lmforge serve {final}\n"
-        f"  lmforge eval run configs/eval/code-comment.yaml"
+        f"  lmforge eval run {result.out / 'eval.yaml'}"
     )

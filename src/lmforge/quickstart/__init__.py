@@ -16,17 +16,19 @@ a training stage interrupted by Ctrl-C continues from its last checkpoint):
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lmforge.data.harvest import write_harvest
 from lmforge.errors import UserError
-from lmforge.fsutil import write_json_atomic, write_jsonl_atomic
+from lmforge.fsutil import write_json_atomic, write_jsonl_atomic, write_text_atomic
 from lmforge.quickstart.plan import Plan, make_plan
 from lmforge.quickstart.tasks import TASKS
 
@@ -214,6 +216,7 @@ def pretrain_config(out: Path, plan: Plan, seed: int) -> dict[str, Any]:
             "family": "t5",
             "preset": plan.model_preset,
             "overrides": plan.model_overrides,
+            "dropout": plan.dropout,
         },
         "objective": {"name": "span_corruption", "block_size": plan.block_size},
         "optim": {"lr": plan.pretrain_lr, "warmup_steps": plan.warmup_steps},
@@ -230,7 +233,12 @@ def finetune_config(
     model: dict[str, Any] = (
         {"pretrained": str(out / "pretrain" / "final")}
         if pretrained
-        else {"family": "t5", "preset": plan.model_preset, "overrides": plan.model_overrides}
+        else {
+            "family": "t5",
+            "preset": plan.model_preset,
+            "overrides": plan.model_overrides,
+            "dropout": plan.dropout,
+        }
     )
     no_split = {"validation": 0.0, "test": 0.0}
     tasks_dir = out / "data" / "tasks"
@@ -269,24 +277,115 @@ def finetune_config(
     }
 
 
-def train_stage(
-    name: str, config: dict[str, Any], stage_kind: str, result: QuickstartResult, report: Report
-) -> None:
+STAGE_RESULT = "quickstart-stage.txt"
+
+
+def _done(run_dir: Path) -> bool:
+    return (run_dir / "final" / "lmforge.json").is_file() and (run_dir / "compute.json").is_file()
+
+
+def _train(config: dict[str, Any], stage_kind: str) -> str:
+    """Train one stage; returns what it did, also left in the run directory."""
     from lmforge.config import RunConfig
     from lmforge.runs import run_training
 
+    trained = run_training(RunConfig.model_validate(config), stage_kind)  # type: ignore[arg-type]
+    loss = trained.eval_metrics.get("eval_loss", float("nan"))
+    what = (
+        f"{trained.step} steps ({trained.stopped_because}), eval loss {loss:.3f} "
+        f"-> {trained.final_dir}"
+    )
+    write_text_atomic(Path(config["run_dir"]) / STAGE_RESULT, what)
+    return what
+
+
+def train_stage(
+    name: str, config: dict[str, Any], stage_kind: str, result: QuickstartResult, report: Report
+) -> None:
     run_dir = Path(config["run_dir"])
     with Stage(result, name, report) as stage:
-        if (run_dir / "final" / "lmforge.json").is_file() and (run_dir / "compute.json").is_file():
+        if _done(run_dir):
             stage.what = f"kept {run_dir / 'final'}"
             return
         report(f"{name}: {config['train']['max_steps']} steps -> {run_dir}")
-        cfg = RunConfig.model_validate(config)
-        trained = run_training(cfg, stage_kind)  # type: ignore[arg-type]
-        stage.what = (
-            f"{trained.step} steps ({trained.stopped_because}), "
-            f"eval loss {trained.eval_metrics.get('eval_loss', float('nan')):.3f} -> {trained.final_dir}"
+        stage.what = _train(config, stage_kind)
+
+
+def _train_in_child(config: dict[str, Any], stage_kind: str, log: str, threads: int) -> None:
+    """A training stage in a second process (spawned), its output into ``log``."""
+    import contextlib
+
+    import datasets
+    import torch
+
+    torch.set_num_threads(threads)
+    datasets.disable_progress_bars()
+    with (
+        open(log, "a", encoding="utf-8") as handle,
+        contextlib.redirect_stdout(handle),
+        contextlib.redirect_stderr(handle),
+    ):
+        _train(config, stage_kind)
+
+
+class Background:
+    """A training stage running beside the main process's stages, one CPU thread each.
+
+    Small models use two threads poorly (the matrices are too small to split well), so on a
+    2-core CPU the fine-tuning from scratch, which needs nothing from pretraining, runs in a
+    second process while the main one pretrains and fine-tunes: about 1.5x the steps for the
+    same wall time. The child is a daemon: it dies with the main process (Ctrl-C included),
+    and its checkpoints let the same command resume it.
+    """
+
+    def __init__(self, name: str, config: dict[str, Any], stage_kind: str, report: Report) -> None:
+        import multiprocessing
+
+        self.name, self.run_dir, self.report = name, Path(config["run_dir"]), report
+        self.log = self.run_dir.parent / "logs" / f"{name}.log"  # the run dir is the loop's
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        context = multiprocessing.get_context("spawn")  # the parent holds torch's threads
+        self.process = context.Process(
+            target=_train_in_child, args=(config, stage_kind, str(self.log), 1), daemon=True
         )
+        self.start = time.perf_counter()
+        self.process.start()
+        report(
+            f"{name}: {config['train']['max_steps']} steps in a second process -> {self.run_dir} "
+            f"(progress in {self.log})"
+        )
+
+    def join(self, result: QuickstartResult) -> None:
+        self.process.join()
+        if self.process.exitcode != 0 or not _done(self.run_dir):
+            raise RuntimeError(
+                f"{self.name} failed (exit code {self.process.exitcode}); see {self.log}"
+            )
+        what = (self.run_dir / STAGE_RESULT).read_text(encoding="utf-8")
+        seconds = time.perf_counter() - self.start
+        result.stages.append((self.name, what + " (in parallel)", seconds))
+        self.report(f"[bold]{self.name}[/bold]: {what} ({seconds:.1f} s, in parallel)")
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` inside the block (None: unchanged)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_in_parallel(plan: Plan) -> bool:
+    """Two training processes of one thread each: on a CPU with at least 2 cores."""
+    import torch
+
+    return plan.parallel and not torch.cuda.is_available() and (os.cpu_count() or 1) >= 2
 
 
 # --------------------------------------------------------------------------- the whole job
@@ -299,17 +398,22 @@ def run_quickstart(
     seed: int,
     report: Report,
     preset: str = "laptop",
+    overrides: list[str] | None = None,
 ) -> QuickstartResult:
     """Run every stage into ``out``; stages already done there are kept.
 
     The plan (``plan.json``) is fixed on the first run: resuming with another preset or
     budget is refused rather than mixing two recipes in one directory.
     """
+    import datasets
+
     from lmforge.quickstart.evaluate import evaluate_all
     from lmforge.quickstart.report import write_report
 
+    # one line per stage and the training progress bars; not a bar per datasets.map call
+    datasets.disable_progress_bars()
     out = Path(out)
-    plan = make_plan(preset, minutes)
+    plan = make_plan(preset, minutes, overrides)
     _check_plan(out, plan, seed)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / PLAN_FILE, {"seed": seed, **plan.to_dict()})
@@ -321,10 +425,18 @@ def run_quickstart(
     if not tasks:
         raise UserError("the harvest gave no task with both training and test examples")
     tokenizer(out, plan, seed, result, report)
-    train_stage("pretrain", pretrain_config(out, plan, seed), "pretrain", result, report)
-    for pretrained, name in ((True, "finetune"), (False, "finetune-scratch")):
-        config = finetune_config(out, plan, seed, tasks, pretrained=pretrained)
-        train_stage(name, config, "finetune", result, report)
+    scratch = finetune_config(out, plan, seed, tasks, pretrained=False)
+    background = None
+    if run_in_parallel(plan) and not _done(Path(scratch["run_dir"])):
+        background = Background("finetune-scratch", scratch, "finetune", report)
+    with torch_threads(1 if background else None):
+        train_stage("pretrain", pretrain_config(out, plan, seed), "pretrain", result, report)
+        config = finetune_config(out, plan, seed, tasks, pretrained=True)
+        train_stage("finetune", config, "finetune", result, report)
+    if background is not None:
+        background.join(result)
+    else:
+        train_stage("finetune-scratch", scratch, "finetune", result, report)
     with Stage(result, "evaluate", report) as stage:
         report(
             f"evaluating both models and the baselines on {plan.eval_examples} examples per task"
@@ -333,8 +445,50 @@ def run_quickstart(
         stage.what = f"{len(tasks)} tasks -> {out / 'eval'}"
     with Stage(result, "report", report) as stage:
         result.report = write_report(out, result, time.perf_counter() - start)
+        write_eval_config(out, plan, seed, tasks)
         stage.what = f"{result.report} and {result.report.with_suffix('.html')}"
     return result
+
+
+EVAL_CONFIG = "eval.yaml"
+
+
+def write_eval_config(out: Path, plan: Plan, seed: int, tasks: list[str]) -> Path:
+    """``eval.yaml``: the next step, ``lmforge eval run`` on the quickstart's test files, ready
+    for the user to add a remote OpenAI-compatible model beside the two local ones."""
+    from lmforge.config import dump_config
+    from lmforge.evaluation import EvalConfig
+
+    cfg = EvalConfig.model_validate(
+        {
+            "run_dir": str(out / "eval-run"),
+            "seed": seed,
+            "models": [
+                {"name": "pretrained", "path": str(out / "finetune" / "final")},
+                {"name": "scratch", "path": str(out / "finetune-scratch" / "final")},
+            ],
+            "data": [
+                {
+                    "name": task,
+                    "path": str(out / "data" / "tasks" / task / "test.jsonl"),
+                    "task": task,
+                    "evaluate_on": "all",
+                }
+                for task in tasks
+            ],
+            "decoding": {"max_new_tokens": max(plan.max_new_tokens.values())},
+            "max_examples": plan.eval_examples,
+        }
+    )
+    header = (
+        f"# lmforge eval run {out / EVAL_CONFIG}\n"
+        "# The quickstart's two fine-tuned models on its held-out test files. To compare a\n"
+        "# remote OpenAI-compatible model on the same examples, add to models:\n"
+        "#   - {name: remote, base_url: http://localhost:8000/v1, model: MODEL_NAME}\n"
+    )
+    path = out / EVAL_CONFIG
+    write_text_atomic(path, header + dump_config(cfg))
+    return path
 
 
 def _check_plan(out: Path, plan: Plan, seed: int) -> None:

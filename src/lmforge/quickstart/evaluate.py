@@ -69,7 +69,9 @@ def evaluate_all(out: Path, plan: Plan, seed: int, tasks: list[str]) -> dict[str
         for task in tasks:
             sources = [render_source(task, row, TemplateConfig()) for row in samples[task]]
             settings = DecodingSettings(
-                max_new_tokens=plan.max_new_tokens.get(task, 64), num_beams=plan.num_beams
+                max_new_tokens=plan.max_new_tokens.get(task, 64),
+                num_beams=plan.num_beams,
+                **plan.decoding.get(task, {}),
             )
             predictions[task][system] = generate_texts(
                 model,
