@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from lmforge.config import RunConfig, apply_overrides, dump_config, load_config
+from lmforge.config import RunConfig, apply_overrides, dump_config, fill_defaults, load_config
 from lmforge.errors import UserError
 
 
@@ -91,3 +91,28 @@ def test_dump_round_trips(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, "data:\n  - path: a.jsonl\nseed: 7\n"), RunConfig)
     again = load_config(write(tmp_path, dump_config(cfg)), RunConfig)
     assert again == cfg
+
+
+def test_energy_section_defaults_to_the_environment_and_checks_its_numbers(tmp_path: Path) -> None:
+    path = write(tmp_path, "data:\n  - path: a.jsonl\n")
+    cfg = load_config(path, RunConfig)
+    assert (cfg.energy.power_watts, cfg.energy.grid_gco2_per_kwh) == (None, None)
+    cfg = load_config(path, RunConfig, ["energy.power_watts=65", "energy.grid_gco2_per_kwh=0"])
+    assert (cfg.energy.power_watts, cfg.energy.grid_gco2_per_kwh) == (65.0, 0.0)
+    with pytest.raises(UserError) as exc:
+        load_config(path, RunConfig, ["energy.power_watts=0", "energy.grid_gco2_per_kwh=-1"])
+    assert "energy.power_watts: Input should be greater than 0 (got 0)" in exc.value.message
+    assert "energy.grid_gco2_per_kwh: Input should be greater than or equal to 0" in (
+        exc.value.message
+    )
+
+
+def test_fill_defaults_completes_sections_and_list_items_and_keeps_unknown_keys() -> None:
+    old = {"data": [{"path": "a.jsonl"}], "optim": {"lr": 0.5}, "gone": 1}
+    filled = fill_defaults(old, RunConfig)
+    assert filled["optim"]["lr"] == 0.5 and filled["optim"]["betas"] == [0.9, 0.98]
+    assert filled["data"][0]["split"]["validation"] == 0.05
+    assert filled["energy"] == {"power_watts": None, "grid_gco2_per_kwh": None}
+    assert filled.pop("gone") == 1
+    known = {"data": old["data"], "optim": old["optim"]}
+    assert filled == RunConfig.model_validate(known).model_dump(mode="json")

@@ -210,6 +210,45 @@ def test_save_then_load_pretrained_gives_identical_logits(family, tokenizer, tmp
     assert loaded_tokenizer.pad_token_id == 0 and loaded_tokenizer.mask_token_id == 6
 
 
+@pytest.mark.parametrize(
+    ("family", "fields"),
+    [
+        ("t5", ["dropout_rate"]),
+        ("bert", ["hidden_dropout_prob", "attention_probs_dropout_prob"]),
+        ("gpt2", ["resid_pdrop", "embd_pdrop", "attn_pdrop"]),
+    ],
+)
+def test_dropout_replaces_a_checkpoints_rates(family, fields, tokenizer, tmp_path) -> None:
+    model = build_model(
+        ModelConfig(family=family, dropout=0.1), tokenizer, FAMILY_OBJECTIVE[family]
+    )
+    path = save(model, tokenizer, tmp_path / family)
+    kept, _ = load_pretrained(path)
+    assert {m.p for m in kept.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}
+    loaded, _ = load_pretrained(path, dropout=0.0)
+    assert [getattr(loaded.config, name) for name in fields] == [0.0] * len(fields)
+    assert {m.p for m in loaded.modules() if isinstance(m, torch.nn.Dropout)} == {0.0}
+    assert torch.equal(forward(loaded.eval()), forward(model.eval()))  # the same weights
+
+
+def test_dropout_of_another_architecture_and_of_one_without_any(tokenizer, tmp_path) -> None:
+    from transformers import GPTNeoConfig, GPTNeoForCausalLM, MambaConfig, MambaForCausalLM
+
+    small = dict(vocab_size=len(tokenizer), hidden_size=16, num_layers=1, num_heads=2)
+    neo = GPTNeoForCausalLM(GPTNeoConfig(**small, attention_types=[[["global"], 1]]))
+    loaded, _ = load_pretrained(save(neo, tokenizer, tmp_path / "neo"), dropout=0.25)
+    rates = ("embed_dropout", "resid_dropout", "attention_dropout", "classifier_dropout")
+    assert [getattr(loaded.config, name) for name in rates] == [0.25] * 4
+    assert {m.p for m in loaded.modules() if isinstance(m, torch.nn.Dropout)} == {0.25}
+
+    mamba = MambaForCausalLM(
+        MambaConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1)
+    )
+    path = save(mamba, tokenizer, tmp_path / "mamba")
+    with pytest.raises(UserError, match="is a mamba model, which has no dropout rate"):
+        load_pretrained(path, dropout=0.0)
+
+
 def test_load_checks_objective_against_architecture(tokenizer, tmp_path) -> None:
     path = save(
         build_model(ModelConfig(family="gpt2"), tokenizer, "causal_lm"), tokenizer, tmp_path / "g"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from lmforge.errors import UserError
 
@@ -180,6 +180,17 @@ class AugmentConfig(StrictModel):
     cda: CdaConfig = Field(default_factory=CdaConfig)
 
 
+# --------------------------------------------------------------------------- compute
+
+
+class EnergyConfig(StrictModel):
+    """Energy/CO2 estimate inputs; None: LMFORGE_POWER_WATTS / LMFORGE_GRID_GCO2_PER_KWH, else
+    defaults (lmforge.training.compute; docs/compute.md)."""
+
+    power_watts: float | None = Field(None, gt=0.0)  # per device
+    grid_gco2_per_kwh: float | None = Field(None, ge=0.0)
+
+
 class RunConfig(StrictModel):
     """A pretraining or fine-tuning run: what ``lmforge pretrain|finetune CONFIG`` reads."""
 
@@ -193,6 +204,7 @@ class RunConfig(StrictModel):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)  # training split only
+    energy: EnergyConfig = Field(default_factory=EnergyConfig)  # compute.json's estimate
 
 
 # --------------------------------------------------------------------------- loading
@@ -327,6 +339,28 @@ def load_config(path: str | Path | None, cls: type[C], overrides: list[str] | No
     data = read_yaml(path) if path is not None else {}
     apply_overrides(data, overrides or [])
     return validate(cls, data, str(path) if path is not None else "--set")
+
+
+def fill_defaults(data: Any, cls: type[BaseModel]) -> Any:
+    """``data`` (a config as YAML gave it) with every key it lacks at its default, as JSON
+    values, through nested sections and lists of them; keys ``cls`` does not know are kept.
+
+    A run directory's config.yaml written before lmforge grew a field lacks that field; filled
+    in, it compares equal to a config that leaves the field at its default."""
+    if not isinstance(data, dict):
+        return data
+    filled = dict(data)
+    for name, field in cls.model_fields.items():
+        section = _inner_model(field.annotation)
+        if name not in filled:
+            if not field.is_required():
+                default = field.get_default(call_default_factory=True)
+                filled[name] = TypeAdapter(field.annotation).dump_python(default, mode="json")
+        elif section is not None and isinstance(filled[name], list):
+            filled[name] = [fill_defaults(item, section) for item in filled[name]]
+        elif section is not None:
+            filled[name] = fill_defaults(filled[name], section)
+    return filled
 
 
 def dump_config(config: BaseModel) -> str:

@@ -26,7 +26,7 @@ import datasets
 from pydantic import Field, field_validator, model_validator
 
 from lmforge.backends import Backend, LikelihoodUnavailable
-from lmforge.config import DataSource, StrictModel, TemplateConfig, dump_config
+from lmforge.config import DataSource, EnergyConfig, StrictModel, TemplateConfig, dump_config
 from lmforge.data.loading import load_source
 from lmforge.data.splits import split_dataset
 from lmforge.data.templates import render_example
@@ -114,6 +114,7 @@ class EvalConfig(StrictModel):
     max_examples: int | None = Field(None, ge=1)  # per dataset, the first N of the split
     batch_size: int = Field(16, ge=1)  # local models
     report_examples: int = Field(3, ge=0)  # examples shown side by side in report.md
+    energy: EnergyConfig = Field(default_factory=EnergyConfig)  # each entry's compute estimate
 
     @field_validator("metrics")
     @classmethod
@@ -296,6 +297,8 @@ def _score_one(
             prompt_tokens=prompt_after - prompt_before,
             completion_tokens=completion_after - completion_before,
             seconds=seconds,
+            power_watts=cfg.energy.power_watts,
+            grid_gco2_per_kwh=cfg.energy.grid_gco2_per_kwh,
         ),
         "template": template.model_dump(mode="json"),
         "metrics": {
@@ -326,6 +329,15 @@ def _score_one(
     return entry, rows
 
 
+def _check_energy(energy: EnergyConfig) -> None:
+    """Resolve the energy figures now, so a bad LMFORGE_POWER_WATTS or
+    LMFORGE_GRID_GCO2_PER_KWH fails before minutes of generation rather than after."""
+    from lmforge.training.compute import energy_settings  # lazy: the package loads accelerate
+
+    # the device type only picks the default power, which is always valid
+    energy_settings("cpu", energy.power_watts, energy.grid_gco2_per_kwh)
+
+
 def _local_model(backend: Backend) -> Any:
     """The torch model behind a local backend; None for an endpoint (size and hardware unknown)."""
     from lmforge.backends.local import LocalBackend
@@ -353,6 +365,7 @@ def evaluate(
     run_dir = Path(cfg.run_dir)
     refuse_to_overwrite(run_dir, overwrite)
     cfg.decoding.check()
+    _check_energy(cfg.energy)
     say = progress or (lambda message: None)
     names = data_names(cfg.data)
     sets = [
@@ -460,10 +473,13 @@ def evaluate_humaneval(
     batch_size: int = 16,
     problems_path: str | Path | None = None,
     overwrite: bool = False,
+    energy: EnergyConfig | None = None,
 ) -> HumanEvalRun:
     """Sample ``n`` completions per HumanEval problem (the first ``limit``), run their tests
     in the sandbox and report pass@k. Prompts go to the model raw, with no task template, and
-    completions are cut at the Codex stop sequences. ``temperature`` 0 decodes greedily."""
+    completions are cut at the Codex stop sequences. ``temperature`` 0 decodes greedily.
+    ``energy`` sets the power and grid figures of the compute estimate (None: environment or
+    defaults)."""
     from lmforge import humaneval
     from lmforge.sandbox import isolation
 
@@ -486,6 +502,8 @@ def evaluate_humaneval(
         seed=seed,
     )
     settings.check()
+    energy = energy or EnergyConfig()
+    _check_energy(energy)
     problems = humaneval.load_problems(problems_path)
     if limit is not None:
         problems = dict(list(problems.items())[:limit])
@@ -512,6 +530,8 @@ def evaluate_humaneval(
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             seconds=seconds,
+            power_watts=energy.power_watts,
+            grid_gco2_per_kwh=energy.grid_gco2_per_kwh,
         )
     finally:
         backend.close()

@@ -321,13 +321,17 @@ def load_pretrained(
     allow_pickle: bool = False,
     trust_remote_code: bool = False,
     dtype: str | torch.dtype | None = None,
+    dropout: float | None = None,
 ) -> tuple[PreTrainedModel | peft.PeftModel, PreTrainedTokenizerBase]:
     """Load (model, tokenizer) from a checkpoint directory, a Hub id in the local cache, or an
     lmforge LoRA adapter directory (base + adapter). Never reaches the network. ``objective``
-    picks the head and must fit the architecture; ``dtype`` None keeps the checkpoint's."""
+    picks the head and must fit the architecture; ``dtype`` None keeps the checkpoint's;
+    ``dropout`` (``model.dropout``) replaces the checkpoint's dropout rates, None keeps them."""
     directory = resolve_checkpoint(name_or_path)
     if (directory / ADAPTER_CONFIG).is_file():
-        return _load_with_adapter(directory, objective, allow_pickle, trust_remote_code, dtype)
+        return _load_with_adapter(
+            directory, objective, allow_pickle, trust_remote_code, dtype, dropout
+        )
     use_safetensors = _check_weights(directory, allow_pickle)
     try:
         config = AutoConfig.from_pretrained(
@@ -335,6 +339,11 @@ def load_pretrained(
         )
     except (OSError, ValueError) as exc:
         raise _remote_code_or(exc, directory / "config.json", trust_remote_code) from None
+    if dropout is not None:
+        # on the config, before the model is built: every nn.Dropout (and the attention
+        # dropout some attention kernels read as a float) is made with the new rate
+        for name in _dropout_fields(config, directory):
+            setattr(config, name, dropout)
     auto_class = _auto_class_for(config, objective, directory)
     kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype)} if dtype is not None else {}
     try:
@@ -420,6 +429,25 @@ def _auto_class_for(config: PreTrainedConfig, objective: str | None, directory: 
     return AutoModelForPreTraining
 
 
+def _dropout_fields(config: PreTrainedConfig, directory: Path) -> tuple[str, ...]:
+    """The config fields ``model.dropout`` sets: the family's (_DROPOUT_FIELDS), or for another
+    architecture its rate fields by the names Transformers configs give them (*dropout*,
+    *_pdrop*: BLOOM's hidden_dropout, GPT-Neo's embed_dropout, ...)."""
+    fields = _DROPOUT_FIELDS.get(config.model_type)
+    if fields is None:
+        fields = tuple(
+            name
+            for name, value in config.to_dict().items()
+            if ("dropout" in name or name.endswith("_pdrop")) and isinstance(value, float)
+        )
+    if not fields:
+        raise UserError(
+            f"model.dropout: {directory} is a {config.model_type} model, which has no dropout "
+            "rate in its config; leave model.dropout unset"
+        )
+    return fields
+
+
 def _load_tokenizer(directory: Path, trust_remote_code: bool) -> PreTrainedTokenizerBase:
     if not any(
         (directory / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")
@@ -442,6 +470,7 @@ def _load_with_adapter(
     allow_pickle: bool,
     trust_remote_code: bool,
     dtype: str | torch.dtype | None,
+    dropout: float | None,
 ) -> tuple[peft.PeftModel, PreTrainedTokenizerBase]:
     """Base model (from adapter_config.json's base_model_name_or_path) + the LoRA adapter."""
     adapter_config = directory / ADAPTER_CONFIG
@@ -461,6 +490,7 @@ def _load_with_adapter(
         allow_pickle=allow_pickle,
         trust_remote_code=trust_remote_code,
         dtype=dtype,
+        dropout=dropout,
     )
     model = peft.PeftModel.from_pretrained(base_model, str(directory))
     if any((directory / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json")):

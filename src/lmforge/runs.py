@@ -26,7 +26,7 @@ import yaml
 from accelerate import PartialState
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lmforge.config import RunConfig, dump_config
+from lmforge.config import RunConfig, dump_config, fill_defaults
 from lmforge.data.loading import load_source
 from lmforge.data.splits import split_dataset
 from lmforge.data.templates import to_pairs
@@ -153,6 +153,7 @@ def _model_and_tokenizer(
             objective=cfg.objective.name,
             allow_pickle=cfg.model.allow_pickle,
             trust_remote_code=cfg.model.trust_remote_code,
+            dropout=cfg.model.dropout,
         )
         # objective.name null: the checkpoint's own head, and that head's usual objective.
         name = objective_name(cfg, stage, KIND_FAMILY[model_kind(model)])
@@ -209,7 +210,8 @@ def check_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool) -> None:
                 f"{run_dir} exists and is not an lmforge run directory; choose another run_dir"
             )
         return
-    previous = yaml.safe_load(saved.read_text(encoding="utf-8"))
+    # keys the saved config lacks (fields lmforge added since) count as their defaults
+    previous = fill_defaults(yaml.safe_load(saved.read_text(encoding="utf-8")), RunConfig)
     current = cfg.model_dump(mode="json")
     changed = _changed_keys(previous, current)
     if changed:
@@ -276,6 +278,7 @@ def run_training(
         eval_dataset=eval_set,
         config_yaml=config_yaml,
         resume=True,
+        energy=cfg.energy,
     )
     if state.is_main_process:
         write_model_card(result.final_dir, cfg, objective)

@@ -4,6 +4,7 @@ Python standard library (and its translation catalogs, when it has some), in sec
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import struct
@@ -91,6 +92,10 @@ def test_every_artefact_and_the_report_agrees_with_metrics_json(quickstart, cli)
     for (task, name), (ours, _, base, verdict) in table.items():
         assert metrics["beats_baseline"][task][name] == (verdict == "beats baseline")
         assert (ours > base) == metrics["beats_baseline"][task][name]
+    if (os.cpu_count() or 1) >= 2:  # from-scratch fine-tuning ran in a second process
+        said = " ".join(result.err.split())  # rich wraps long lines
+        assert "finetune-scratch" in said and "in parallel)" in said
+        assert (out / "logs/finetune-scratch.log").is_file()
     html = (out / "report.html").read_text()
     assert '<img alt="code-comment" src="plots/metrics-code-comment.png"' in html
     assert "plots/loss-finetune.png" in html

@@ -69,9 +69,9 @@ REFERENCE_MINUTES = 10.0
 _TASK_WEIGHTS = {"code-comment": 1.5, "code-generate": 1.0, "code-complete": 1.0, "translate": 1.5}
 _NEW_TOKENS = {"code-comment": 24, "code-generate": 48, "code-complete": 24, "translate": 32}
 _PROSE = {"no_repeat_ngram_size": 3, "repetition_penalty": 1.3}
-_DECODING = {"code-comment": _PROSE, "translate": _PROSE}
+_DECODING = {"code-comment": _PROSE, "translate": _PROSE, "code-complete": {"stop": ["\n"]}}
 # Budget shares of the training stages; from-scratch fine-tuning runs beside the other two.
-_SHARE = {"pretrain": 0.35, "finetune": 0.3, "finetune-scratch": 0.65}
+_SHARE = {"pretrain": 0.4, "finetune": 0.35, "finetune-scratch": 0.75}
 
 PRESETS: dict[str, Plan] = {
     # 2 CPU cores, 10 minutes: a narrow, shallow T5 with a small vocabulary.
@@ -82,15 +82,15 @@ PRESETS: dict[str, Plan] = {
         model_overrides=dict(d_model=128, d_kv=32, d_ff=384, num_layers=2, num_heads=4),
         vocab_size=4000,
         tokenizer_texts=20_000,
-        pretrain_steps=300,
-        pretrain_batch_size=16,
+        pretrain_steps=800,
+        pretrain_batch_size=8,
         block_size=128,
-        pretrain_lr=3e-3,
+        pretrain_lr=5e-3,
         pretrain_texts=10_000,
-        finetune_steps=400,
-        finetune_batch_size=16,
+        finetune_steps=1600,
+        finetune_batch_size=8,
         finetune_lr=3e-3,
-        warmup_steps=20,
+        warmup_steps=50,
         max_source_length=96,
         max_target_length=32,
         eval_examples=200,
@@ -104,10 +104,14 @@ PRESETS["small"] = replace(
     PRESETS["laptop"],
     preset="small",
     minutes=60.0,
-    model_overrides={},
-    pretrain_steps=1000,
+    model_overrides={},  # T5 small: d_model 256, 4+4 layers (sized by estimate, not measured)
+    vocab_size=8000,
+    tokenizer_texts=40_000,
+    pretrain_steps=2000,
+    pretrain_batch_size=16,
     pretrain_texts=200_000,
-    finetune_steps=800,
+    finetune_steps=3000,
+    finetune_batch_size=16,
     pretrain_lr=2e-3,
     finetune_lr=1e-3,
     warmup_steps=100,

@@ -19,6 +19,10 @@ model's head. The loss is computed here from the logits, not by the model:
 
 Evaluation reports plain cross entropy (no label smoothing) and runs with the random state of
 training set aside, so evaluating or not never changes the training trajectory.
+
+Ctrl-C (SIGINT) stops a run cleanly: the loop finishes the optimizer step it is in, every
+process stops at that same step, the checkpoint is saved and KeyboardInterrupt is raised; the
+same command resumes. A second Ctrl-C interrupts at once.
 """
 
 from __future__ import annotations
@@ -29,11 +33,15 @@ import inspect
 import math
 import os
 import random
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -46,11 +54,11 @@ from torch.utils.data import DataLoader
 from transformers.pytorch_utils import ALL_LAYERNORM_LAYERS
 from transformers.trainer_pt_utils import get_parameter_names
 
-from lmforge.config import OptimConfig, TrainConfig
+from lmforge.config import EnergyConfig, OptimConfig, TrainConfig
 from lmforge.errors import UserError
 from lmforge.fsutil import write_json_atomic
 from lmforge.training import checkpoint as ckpt
-from lmforge.training.compute import FlopsCounter, compute_report, peak_flops
+from lmforge.training.compute import FlopsCounter, compute_report, energy_settings, peak_flops
 from lmforge.training.logging import RunLogger
 from lmforge.training.precision import ACCELERATE_MIXED_PRECISION, resolve_precision
 from lmforge.training.sampler import epoch_batches, epoch_seed, shard_global_batch
@@ -224,6 +232,43 @@ def rng_set_aside() -> Iterator[None]:
     np.random.set_state(numpy_state)
 
 
+class GracefulInterrupt:
+    """Ctrl-C as a request to stop: the first SIGINT sets ``requested`` (the loop finishes its
+    step and checkpoints) and puts Python's default handler back, so a second one raises
+    KeyboardInterrupt at once. The previous handler returns when the block ends.
+
+    Installed only in the main thread (the only one that may set signal handlers) and only
+    where Python handles SIGINT: not where it is ignored, as in a shell's background job.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> GracefulInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            current = signal.getsignal(signal.SIGINT)
+            if callable(current):  # not SIG_IGN, SIG_DFL or a handler set outside Python
+                self._previous = current
+                signal.signal(signal.SIGINT, self._request)
+        return self
+
+    def _request(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the training process: a terminal sends SIGINT to the
+    whole process group, and a worker that took it would quit and fail the step in progress."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _lengths(dataset: Any) -> list[int]:
     return list(dataset["length"])
 
@@ -267,6 +312,7 @@ def _steps_of_data(
                 batch_sampler=plan,
                 collate_fn=collator,
                 num_workers=num_workers,
+                worker_init_fn=_ignore_sigint if num_workers else None,
                 # seeds worker processes without drawing from the global torch RNG
                 generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)),
             )
@@ -305,7 +351,13 @@ def evaluate(
     rounds = math.ceil(len(batches) / world)
     mine = [batches[min(k * world + rank, len(batches) - 1)] for k in range(rounds)]
     weights = [1.0 if k * world + rank < len(batches) else 0.0 for k in range(rounds)]
-    loader = DataLoader(dataset, batch_sampler=mine, collate_fn=collator, num_workers=num_workers)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=mine,
+        collate_fn=collator,
+        num_workers=num_workers,
+        worker_init_fn=_ignore_sigint if num_workers else None,
+    )
 
     model.eval()
     # sums over target tokens: lm loss, tokens, nsp loss, pairs, correct nsp predictions
@@ -401,13 +453,16 @@ def train(
     eval_fn: Callable[[torch.nn.Module], dict[str, float]] | None = None,
     config_yaml: str | None = None,
     resume: bool = True,
+    energy: EnergyConfig | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train_dataset`` batched by ``collator``; resume from ``run_dir``.
 
     Datasets are ``datasets.Dataset`` with ``idx`` and ``length`` columns; the collator maps a
     list of rows to tensors with ``labels`` (-100 where no loss) and may have ``set_epoch``.
     ``eval_fn(model)`` adds metrics (e.g. BLEU of generations) to each evaluation; it runs on
-    the main process with the unwrapped model.
+    the main process with the unwrapped model. ``energy`` sets the power and grid figures of
+    compute.json's estimate (None: the environment's, else the defaults).
+    Ctrl-C stops after the current step with a checkpoint and raises KeyboardInterrupt.
     """
     run_dir = Path(run_dir)
 
@@ -423,6 +478,11 @@ def train(
             "train.grad_accum must be 1 under DeepSpeed (its engine steps at every backward); "
             "raise train.batch_size instead"
         )
+    energy = energy or EnergyConfig()
+    # resolved now: a bad LMFORGE_POWER_WATTS fails before training, not after hours of it
+    energy_figures = energy_settings(
+        accelerator.device.type, energy.power_watts, energy.grid_gco2_per_kwh
+    )
     shift = label_shift(model)
     inputs = set(inspect.signature(_base(model).forward).parameters)
     # seq2seq models get decoder inputs from the labels (shifted right) unless the batch has them
@@ -582,111 +642,132 @@ def train(
     log_flops, log_seconds = 0.0, 0.0
     model.train()
     step = start_step
-    while step < train.max_steps and stop is None:
-        step_start = time.perf_counter()
-        epoch, batches_done, micro_batches = next(data)
-        micro_batches = [
-            add_decoder_inputs(_to_device(b, accelerator.device)) for b in micro_batches
-        ]
+    with GracefulInterrupt() as interrupt:
+        while step < train.max_steps and stop is None:
+            step_start = time.perf_counter()
+            epoch, batches_done, micro_batches = next(data)
+            micro_batches = [
+                add_decoder_inputs(_to_device(b, accelerator.device)) for b in micro_batches
+            ]
 
-        # Count the window's targets on every process first: the loss is normalised by them.
-        counts = torch.zeros(4, dtype=torch.float64, device=accelerator.device)
-        for batch in micro_batches:
-            targets, pairs = target_counts(batch, shift)
-            mask = batch.get("attention_mask")
-            tokens = int(mask.sum()) if mask is not None else batch["input_ids"].numel()
-            passes = 2 if rdrop else 1  # R-Drop runs every example twice
-            counts += torch.tensor(
-                [targets, pairs, tokens, passes * counter.batch_flops(batch)],
-                dtype=torch.float64,
-                device=counts.device,
-            )
-        n_targets, n_pairs, n_tokens, flops = accelerator.reduce(counts, "sum").tolist()
+            # Count the window's targets on every process first: the loss is normalised by them.
+            counts = torch.zeros(4, dtype=torch.float64, device=accelerator.device)
+            for batch in micro_batches:
+                targets, pairs = target_counts(batch, shift)
+                mask = batch.get("attention_mask")
+                tokens = int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+                passes = 2 if rdrop else 1  # R-Drop runs every example twice
+                counts += torch.tensor(
+                    [targets, pairs, tokens, passes * counter.batch_flops(batch)],
+                    dtype=torch.float64,
+                    device=counts.device,
+                )
+            n_targets, n_pairs, n_tokens, flops = accelerator.reduce(counts, "sum").tolist()
 
-        step_loss = torch.zeros((), device=accelerator.device)
-        step_kl = torch.zeros((), device=accelerator.device)
-        for i, batch in enumerate(micro_batches):
-            last = i == len(micro_batches) - 1
-            # gradients are all-reduced across processes only after the window's last micro-batch
-            with contextlib.nullcontext() if last else accelerator.no_sync(model):
+            step_loss = torch.zeros((), device=accelerator.device)
+            step_kl = torch.zeros((), device=accelerator.device)
+            for i, batch in enumerate(micro_batches):
+                last = i == len(micro_batches) - 1
+                # gradients are all-reduced across processes only after the window's last micro-batch
+                with contextlib.nullcontext() if last else accelerator.no_sync(model):
+                    if rdrop:
+                        twice = doubled(batch)
+                        outputs = forward(model, twice, inputs)
+                        lm, nsp = loss_sums(
+                            outputs, twice, shift=shift, label_smoothing=optim.label_smoothing
+                        )
+                        lm, nsp = lm / 2, nsp / 2 if nsp is not None else None  # mean of the passes
+                        first, second = lm_logits(outputs).chunk(2)
+                        kl = rdrop_kl_sum(first, second, batch["labels"], shift=shift)
+                    else:
+                        outputs = forward(model, batch, inputs)
+                        lm, nsp = loss_sums(
+                            outputs, batch, shift=shift, label_smoothing=optim.label_smoothing
+                        )
+                        kl = torch.zeros((), device=accelerator.device)
+                    loss = lm / max(n_targets, 1.0)
+                    if nsp is not None:
+                        loss = loss + nsp / max(n_pairs, 1.0)
+                    kl = kl / max(n_targets, 1.0)
+                    # DDP averages gradients over processes; scaling by `world` makes that a sum
+                    accelerator.backward((loss + optim.rdrop_alpha * kl) * world)
+                step_loss += loss.detach()
+                step_kl += kl.detach()
+
+            lr = optimizer.param_groups[0]["lr"]
+            grad_norm = None  # stays None under DeepSpeed, whose engine clips (its own config)
+            if optim.grad_clip is not None:
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), optim.grad_clip)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+
+            seconds = time.perf_counter() - step_start
+            state.update(step=step, epoch=epoch, batches_done=batches_done)
+            state["tokens"] += int(n_tokens)
+            state["target_tokens"] += int(n_targets)
+            state["flops"] += flops
+            state["step_time_s"] += seconds
+            state["elapsed_s"] = elapsed_before + time.monotonic() - session_start
+            log_loss += step_loss
+            log_kl += step_kl
+            log_steps, log_tokens = log_steps + 1, log_tokens + int(n_tokens)
+            log_flops, log_seconds = log_flops + flops, log_seconds + seconds
+            logger.advance(step)
+
+            if step % train.log_every == 0 or step == train.max_steps:
+                row = {
+                    "step": step,
+                    "epoch": epoch,
+                    "loss": accelerator.reduce(log_loss, "sum").item() / log_steps,
+                    "lr": lr,
+                    "tokens": state["tokens"],
+                    "target_tokens": state["target_tokens"],
+                    "tokens_per_s": log_tokens / log_seconds,
+                    "elapsed": round(state["elapsed_s"], 3),
+                }
                 if rdrop:
-                    twice = doubled(batch)
-                    outputs = forward(model, twice, inputs)
-                    lm, nsp = loss_sums(
-                        outputs, twice, shift=shift, label_smoothing=optim.label_smoothing
-                    )
-                    lm, nsp = lm / 2, nsp / 2 if nsp is not None else None  # mean of the passes
-                    first, second = lm_logits(outputs).chunk(2)
-                    kl = rdrop_kl_sum(first, second, batch["labels"], shift=shift)
-                else:
-                    outputs = forward(model, batch, inputs)
-                    lm, nsp = loss_sums(
-                        outputs, batch, shift=shift, label_smoothing=optim.label_smoothing
-                    )
-                    kl = torch.zeros((), device=accelerator.device)
-                loss = lm / max(n_targets, 1.0)
-                if nsp is not None:
-                    loss = loss + nsp / max(n_pairs, 1.0)
-                kl = kl / max(n_targets, 1.0)
-                # DDP averages gradients over processes; scaling by `world` makes that a sum
-                accelerator.backward((loss + optim.rdrop_alpha * kl) * world)
-            step_loss += loss.detach()
-            step_kl += kl.detach()
+                    row["rdrop_kl"] = accelerator.reduce(log_kl, "sum").item() / log_steps
+                if grad_norm is not None:
+                    row["grad_norm"] = float(grad_norm)
+                if main:
+                    device_peak = peak["flops_per_s"].get(precision, peak["flops_per_s"]["fp32"])
+                    row["mfu"] = log_flops / (log_seconds * device_peak * world)
+                logger.log("train", row)
+                log_loss.zero_()
+                log_kl.zero_()
+                log_steps, log_tokens, log_flops, log_seconds = 0, 0, 0.0, 0.0
 
-        lr = optimizer.param_groups[0]["lr"]
-        grad_norm = None  # stays None under DeepSpeed, whose engine clips (its own config)
-        if optim.grad_clip is not None:
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), optim.grad_clip)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-
-        seconds = time.perf_counter() - step_start
-        state.update(step=step, epoch=epoch, batches_done=batches_done)
-        state["tokens"] += int(n_tokens)
-        state["target_tokens"] += int(n_targets)
-        state["flops"] += flops
-        state["step_time_s"] += seconds
-        state["elapsed_s"] = elapsed_before + time.monotonic() - session_start
-        log_loss += step_loss
-        log_kl += step_kl
-        log_steps, log_tokens = log_steps + 1, log_tokens + int(n_tokens)
-        log_flops, log_seconds = log_flops + flops, log_seconds + seconds
-        logger.advance(step)
-
-        if step % train.log_every == 0 or step == train.max_steps:
-            row = {
-                "step": step,
-                "epoch": epoch,
-                "loss": accelerator.reduce(log_loss, "sum").item() / log_steps,
-                "lr": lr,
-                "tokens": state["tokens"],
-                "target_tokens": state["target_tokens"],
-                "tokens_per_s": log_tokens / log_seconds,
-                "elapsed": round(state["elapsed_s"], 3),
-            }
-            if rdrop:
-                row["rdrop_kl"] = accelerator.reduce(log_kl, "sum").item() / log_steps
-            if grad_norm is not None:
-                row["grad_norm"] = float(grad_norm)
-            if main:
-                device_peak = peak["flops_per_s"].get(precision, peak["flops_per_s"]["fp32"])
-                row["mfu"] = log_flops / (log_seconds * device_peak * world)
-            logger.log("train", row)
-            log_loss.zero_()
-            log_kl.zero_()
-            log_steps, log_tokens, log_flops, log_seconds = 0, 0, 0.0, 0.0
-
-        if eval_dataset is not None and step % train.eval_every == 0:
-            stop = run_eval(step)
-        if step % train.save_every == 0:
-            save(step)
-        if train.max_minutes is not None:
-            out_of_time = time.monotonic() - session_start > train.max_minutes * 60
-            flag = torch.tensor(float(out_of_time), device=accelerator.device)
-            if accelerator.reduce(flag, "sum").item() > 0:  # every process stops together
+            if eval_dataset is not None and step % train.eval_every == 0:
+                stop = run_eval(step)
+            if step % train.save_every == 0:
+                save(step)
+            # Out of time or Ctrl-C on any process: every process stops after this same step.
+            out_of_time = (
+                train.max_minutes is not None
+                and time.monotonic() - session_start > train.max_minutes * 60
+            )
+            flags = torch.tensor(
+                [float(out_of_time), float(interrupt.requested)], device=accelerator.device
+            )
+            out_of_time, interrupted = (accelerator.reduce(flags, "sum") > 0).tolist()
+            if out_of_time:
                 stop = stop or "max_minutes"
+            if interrupted:
+                stop = stop or "interrupted"
+
+    if stop == "interrupted":
+        state["elapsed_s"] = elapsed_before + time.monotonic() - session_start
+        checkpoint = save(step)
+        logger.close()
+        if main:
+            print(
+                f"lmforge: stopped at step {step} (Ctrl-C); checkpoint saved in {checkpoint}; "
+                "run the same command again to resume",
+                file=sys.stderr,
+            )
+        raise KeyboardInterrupt
 
     # 5. Finish: last evaluation, last checkpoint, final model, what it cost. --------------
     stopped_because = stop or "max_steps"
@@ -710,6 +791,7 @@ def train(
             precision=precision,
             num_processes=world,
             peak=peak,
+            energy=energy_figures,
         )
         write_json_atomic(run_dir / COMPUTE_FILE, compute)
         logger.print(f"done at step {step} ({stopped_because}); final model in {final_dir}")
