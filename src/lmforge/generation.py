@@ -640,3 +640,18 @@ def write_predictions(
             yield {**row, **extra}
 
     return write_jsonl_atomic(output_path, outputs())
+
+
+def load_generator(
+    model_dir: str | Path, *, allow_pickle: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A model that can generate, and its tokenizer; an encoder (masked LM) is refused."""
+    from lmforge.models import load_pretrained
+
+    model, tokenizer = load_pretrained(model_dir, allow_pickle=allow_pickle)
+    if model_kind(model) == "encoder":
+        raise UserError(
+            f"{model_dir} holds an encoder (masked LM), which cannot generate text; "
+            "use a seq2seq (t5) or causal (gpt2, llama) model"
+        )
+    return model, tokenizer

@@ -155,15 +155,9 @@ def generate(
 
 
 def _load(model_dir: Path, allow_pickle: bool) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    from lmforge.models import load_pretrained, model_kind
+    from lmforge.generation import load_generator
 
-    model, tokenizer = load_pretrained(model_dir, allow_pickle=allow_pickle)
-    if model_kind(model) == "encoder":
-        raise UserError(
-            f"{model_dir} holds an encoder (masked LM), which cannot generate text; "
-            "use a seq2seq (t5) or causal (gpt2, llama) model"
-        )
-    return model, tokenizer
+    return load_generator(model_dir, allow_pickle=allow_pickle)
 
 
 def _answer(

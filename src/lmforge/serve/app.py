@@ -30,7 +30,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lmforge.errors import UserError
 from lmforge.serve import runs
 from lmforge.serve.completions import Completions, unknown_model
 from lmforge.serve.limits import ServeOptions, key_matches
@@ -56,15 +55,9 @@ def load_model(
     model_dir: Path, allow_pickle: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The model and tokenizer to serve; an encoder (which cannot generate) is refused."""
-    from lmforge.models import load_pretrained, model_kind
+    from lmforge.generation import load_generator
 
-    model, tokenizer = load_pretrained(model_dir, allow_pickle=allow_pickle)
-    if model_kind(model) == "encoder":
-        raise UserError(
-            f"{model_dir} holds an encoder (masked LM), which cannot generate text; "
-            "serve a seq2seq (t5) or causal (gpt2, llama) model"
-        )
-    return model, tokenizer
+    return load_generator(model_dir, allow_pickle=allow_pickle)
 
 
 def create_app(
