@@ -406,12 +406,14 @@ def run_quickstart(
     budget is refused rather than mixing two recipes in one directory.
     """
     import datasets
+    import transformers
 
     from lmforge.quickstart.evaluate import evaluate_all
     from lmforge.quickstart.report import write_report
 
     # one line per stage and the training progress bars; not a bar per datasets.map call
     datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()  # "Loading weights" at every load
     out = Path(out)
     plan = make_plan(preset, minutes, overrides)
     _check_plan(out, plan, seed)
