@@ -440,11 +440,18 @@ def run_quickstart(
     else:
         train_stage("finetune-scratch", scratch, "finetune", result, report)
     with Stage(result, "evaluate", report) as stage:
-        report(
-            f"evaluating both models and the baselines on {plan.eval_examples} examples per task"
-        )
-        result.metrics = evaluate_all(out, plan, seed, tasks)
-        stage.what = f"{len(tasks)} tasks -> {out / 'eval'}"
+        saved = out / "eval" / "metrics.json"
+        models = [out / run / "final" / "lmforge.json" for run in ("finetune", "finetune-scratch")]
+        if saved.is_file() and all(saved.stat().st_mtime >= m.stat().st_mtime for m in models):
+            result.metrics = json.loads(saved.read_text(encoding="utf-8"))
+            stage.what = f"kept {saved}"  # newer than both models it scores
+        else:
+            report(
+                f"evaluating both models and the baselines on {plan.eval_examples} examples "
+                "per task"
+            )
+            result.metrics = evaluate_all(out, plan, seed, tasks)
+            stage.what = f"{len(tasks)} tasks -> {out / 'eval'}"
     with Stage(result, "report", report) as stage:
         result.report = write_report(out, result, time.perf_counter() - start)
         write_eval_config(out, plan, seed, tasks)
