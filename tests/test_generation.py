@@ -10,12 +10,13 @@ from __future__ import annotations
 import gc
 import json
 import random
+import runpy
 import threading
+from pathlib import Path
 
 import datasets
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from lmforge.config import ModelConfig, ObjectiveConfig, TemplateConfig
@@ -33,6 +34,8 @@ from lmforge.generation import (
 from lmforge.models import build_model
 from lmforge.objectives.sft import PaddingCollator, causal_prepare, seq2seq_prepare
 from lmforge.tokenizers import train_tokenizer
+
+TINY = runpy.run_path(str(Path(__file__).resolve().parent / "backends" / "tiny_models.py"))
 
 WORDS = "apple river stone cloud lamp tiger paper green seven orange".split()
 ANSWERS = ("hello world", "hello there")
@@ -84,38 +87,10 @@ def random_model(tokenizer):
 
     def make(family: str) -> torch.nn.Module:
         if family not in _RANDOM:
-            _RANDOM[family] = _untrained(family, tokenizer)
+            _RANDOM[family] = TINY["untrained"](family, tokenizer)
         return _RANDOM[family]
 
     return make
-
-
-def _untrained(family: str, tokenizer: PreTrainedTokenizerFast) -> torch.nn.Module:
-    objective = "seq2seq_sft" if family == "t5" else "causal_sft"
-    model = build_model(ModelConfig(family=family), tokenizer, objective, seed=0)
-    # Untrained with tied embeddings, a model repeats the token it starts from (T5's decoder
-    # start, pad; the causal prompt's last token, sep) forever, whatever the prompt. A zero
-    # embedding for that token lets the prompt decide instead.
-    start = tokenizer.pad_token_id if family == "t5" else tokenizer.sep_token_id
-    with torch.no_grad():
-        model.get_input_embeddings().weight[start] = 0
-    return model
-
-
-def _word_tokenizer() -> PreTrainedTokenizerFast:
-    """Word level: a decoded text splits back into exactly the generated tokens."""
-    vocab = {t: i for i, t in enumerate(["<pad>", "</s>", "<unk>", "<s>", "[SEP]"])}
-    vocab |= {f"w{i}": len(vocab) + i for i in range(40)}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="<pad>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        bos_token="<s>",
-        sep_token="[SEP]",
-    )
 
 
 # --------------------------------------------------------------------------- trained models
@@ -238,8 +213,8 @@ def test_top_k_one_and_tiny_top_p_are_greedy(random_model, tokenizer) -> None:
 
 
 def test_repetition_controls_change_the_output() -> None:
-    tokenizer = _word_tokenizer()
-    model = _untrained("t5", tokenizer)
+    tokenizer = TINY["word_tokenizer"]()
+    model = TINY["untrained"]("t5", tokenizer)
     sources = ["w1 w2 w3", "w4", "w5 w6"]
 
     def repeats(**options: float) -> int:

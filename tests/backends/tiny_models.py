@@ -31,6 +31,43 @@ def tokenizer() -> Any:
     return train_tokenizer(texts, kind="bpe", vocab_size=420, min_frequency=1, seed=0)
 
 
+def word_tokenizer() -> Any:
+    """Word level ("w0".."w39"): a decoded text splits back into exactly the generated tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(["<pad>", "</s>", "<unk>", "<s>", "[SEP]"])}
+    vocab |= {f"w{i}": len(vocab) + i for i in range(40)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        bos_token="<s>",
+        sep_token="[SEP]",
+    )
+
+
+def untrained(family: str, tok: Any) -> Any:
+    """A random ``family`` model (preset tiny) whose greedy output depends on the prompt."""
+    import torch
+
+    from lmforge.config import ModelConfig
+    from lmforge.models import build_model
+
+    objective = "seq2seq_sft" if family == "t5" else "causal_sft"
+    model = build_model(ModelConfig(family=family), tok, objective, seed=0)
+    # Untrained with tied embeddings, a model repeats the token it starts from (T5's decoder
+    # start, pad; the causal prompt's last token, sep) forever, whatever the prompt. A zero
+    # embedding for that token lets the prompt decide instead.
+    start = tok.pad_token_id if family == "t5" else tok.sep_token_id
+    with torch.no_grad():
+        model.get_input_embeddings().weight[start] = 0
+    return model
+
+
 def save_model(directory: Path, family: str, tok: Any, card: dict[str, Any] | None = None) -> Path:
     """A freshly initialised ``family`` model (preset tiny) saved with ``tok`` and ``card``."""
     from lmforge.config import ModelConfig

@@ -8,45 +8,22 @@ from __future__ import annotations
 
 import io
 import json
+import runpy
 from pathlib import Path
 
 import pytest
-import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 
 import lmforge.cli.generate  # noqa: F401  (registers `lmforge generate` on the app)
-from lmforge.config import ModelConfig
 from lmforge.generation import DecodingSettings, generate
-from lmforge.models import build_model, load_pretrained
+from lmforge.models import load_pretrained
 
+TINY = runpy.run_path(str(Path(__file__).resolve().parents[1] / "backends" / "tiny_models.py"))
 PREFIX = "w9 w8 "  # the card's template prefix, in the tokenizer's own words
 
 
-def _tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {t: i for i, t in enumerate(["<pad>", "</s>", "<unk>", "<s>", "[SEP]"])}
-    vocab |= {f"w{i}": len(vocab) + i for i in range(40)}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token="<pad>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        bos_token="<s>",
-        sep_token="[SEP]",
-    )
-
-
 def _model_dir(root: Path, family: str) -> Path:
-    tokenizer = _tokenizer()
-    objective = "seq2seq_sft" if family == "t5" else "causal_sft"
-    model = build_model(ModelConfig(family=family), tokenizer, objective, seed=0)
-    # Untrained with tied embeddings, a model repeats the token it starts from whatever the
-    # prompt; a zero embedding for it lets the prompt decide, so outputs tell inputs apart.
-    start = tokenizer.pad_token_id if family == "t5" else tokenizer.sep_token_id
-    with torch.no_grad():
-        model.get_input_embeddings().weight[start] = 0
+    tokenizer = TINY["word_tokenizer"]()
+    model = TINY["untrained"](family, tokenizer)  # outputs tell inputs apart
     path = root / family
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
