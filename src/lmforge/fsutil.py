@@ -76,6 +76,14 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
         handle.write("\n")
 
 
+def iter_jsonl(path: str | Path) -> Iterator[Any]:
+    """The rows of a JSON Lines file lmforge wrote, read lazily (no validation: see
+    lmforge.data.loading for user files)."""
+    with Path(path).open(encoding="utf-8") as handle:
+        for line in handle:
+            yield json.loads(line)
+
+
 def write_jsonl_atomic(path: str | Path, rows: Any) -> int:
     """Write an iterable of dicts as JSON Lines; returns the number of rows written."""
     count = 0

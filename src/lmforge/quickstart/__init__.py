@@ -28,7 +28,7 @@ from typing import Any
 
 from lmforge.data.harvest import write_harvest
 from lmforge.errors import UserError
-from lmforge.fsutil import write_json_atomic, write_jsonl_atomic, write_text_atomic
+from lmforge.fsutil import iter_jsonl, write_json_atomic, write_jsonl_atomic, write_text_atomic
 from lmforge.quickstart.plan import Plan, make_plan
 from lmforge.quickstart.tasks import TASKS
 
@@ -69,11 +69,6 @@ class Stage:
             seconds = time.perf_counter() - self.start
             self.result.stages.append((self.name, self.what, seconds))
             self.report(f"[bold]{self.name}[/bold]: {self.what} ({seconds:.1f} s)")
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle]
 
 
 # --------------------------------------------------------------------------- 1. data
@@ -132,9 +127,9 @@ def build_task_files(
 
     tasks_dir = out / "data" / "tasks"
     with Stage(result, "tasks", report) as stage:
-        python_rows = _read_jsonl(out / PYTHON_FILE)
+        python_rows = list(iter_jsonl(out / PYTHON_FILE))
         zh = out / TRANSLATION_FILE
-        zh_rows = _read_jsonl(zh) if zh.is_file() else []
+        zh_rows = list(iter_jsonl(zh)) if zh.is_file() else []
         result.python_rows, result.translation_rows = len(python_rows), len(zh_rows)
         if (tasks_dir / "counts.json").is_file():
             result.tasks = json.loads((tasks_dir / "counts.json").read_text(encoding="utf-8"))
@@ -187,7 +182,7 @@ def tokenizer(out: Path, plan: Plan, seed: int, result: QuickstartResult, report
     result.tokenizer_dir = directory
 
 
-def _train_block(plan: Plan, steps: int, batch_size: int, lr: float, stage: str) -> dict[str, Any]:
+def _train_block(plan: Plan, steps: int, batch_size: int, stage: str) -> dict[str, Any]:
     return {
         "max_steps": steps,
         "max_minutes": plan.stage_minutes(stage),
@@ -220,9 +215,7 @@ def pretrain_config(out: Path, plan: Plan, seed: int) -> dict[str, Any]:
         },
         "objective": {"name": "span_corruption", "block_size": plan.block_size},
         "optim": {"lr": plan.pretrain_lr, "warmup_steps": plan.warmup_steps},
-        "train": _train_block(
-            plan, plan.pretrain_steps, plan.pretrain_batch_size, plan.pretrain_lr, "pretrain"
-        ),
+        "train": _train_block(plan, plan.pretrain_steps, plan.pretrain_batch_size, "pretrain"),
     }
 
 
@@ -271,9 +264,7 @@ def finetune_config(
             "max_target_length": plan.max_target_length,
         },
         "optim": {"lr": plan.finetune_lr, "warmup_steps": plan.warmup_steps},
-        "train": _train_block(
-            plan, plan.finetune_steps, plan.finetune_batch_size, plan.finetune_lr, name
-        ),
+        "train": _train_block(plan, plan.finetune_steps, plan.finetune_batch_size, name),
     }
 
 

@@ -9,12 +9,11 @@ models never saw); all systems answer exactly those examples.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
 
-from lmforge.fsutil import write_json_atomic, write_jsonl_atomic
+from lmforge.fsutil import iter_jsonl, write_json_atomic, write_jsonl_atomic
 from lmforge.quickstart.plan import Plan
 from lmforge.quickstart.tasks import BASELINE_NAMES, TARGET_FIELD, baseline_predictions
 
@@ -31,15 +30,9 @@ BASELINE = "baseline"
 
 def test_sample(out: Path, task: str, n: int, seed: int) -> list[dict[str, Any]]:
     """A seeded sample of ``n`` examples of the task's test split, in a stable order."""
-    with (out / "data" / "tasks" / task / "test.jsonl").open(encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle]
+    rows = list(iter_jsonl(out / "data" / "tasks" / task / "test.jsonl"))
     random.Random(seed).shuffle(rows)
     return rows[:n]
-
-
-def _train_rows(out: Path, task: str) -> list[dict[str, Any]]:
-    with (out / "data" / "tasks" / task / "train.jsonl").open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle]
 
 
 def score(task: str, predictions: list[str], references: list[str]) -> dict[str, Any]:
@@ -62,7 +55,7 @@ def evaluate_all(out: Path, plan: Plan, seed: int, tasks: list[str]) -> dict[str
     predictions: dict[str, dict[str, list[str]]] = {task: {} for task in tasks}
     for task in tasks:
         predictions[task][BASELINE] = baseline_predictions(
-            task, samples[task], _train_rows(out, task)
+            task, samples[task], iter_jsonl(out / "data" / "tasks" / task / "train.jsonl")
         )
     for system, run in MODELS.items():
         model, tokenizer = load_pretrained(out / run / "final")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from lmforge.fsutil import write_text_atomic
 from lmforge.quickstart.evaluate import BASELINE, MODELS, TASK_METRICS
+from lmforge.reports.markdown import fenced
 
 if TYPE_CHECKING:
     from lmforge.quickstart import QuickstartResult
@@ -44,18 +45,13 @@ def _cell(text: str, limit: int = 160) -> str:
     return text.replace("|", "\\|") or "(empty)"
 
 
-def _fenced(text: str) -> str:
-    fence = "````" if "```" in text else "```"
-    return f"{fence}text\n{text}\n{fence}"
-
-
 def _samples(out: Path, task: str) -> list[str]:
     path = out / "eval" / f"{task}.jsonl"
     with path.open(encoding="utf-8") as handle:
         rows = [json.loads(line) for _, line in zip(range(SAMPLES_PER_TASK), handle, strict=False)]
     lines = []
     for row in rows:
-        lines += [f"Input {row['index']}:", "", _fenced(row["source"]), ""]
+        lines += [f"Input {row['index']}:", "", fenced(row["source"]), ""]
         lines += ["| | output |", "|---|---|", f"| reference | {_cell(row['reference'])} |"]
         for system in (*MODELS, BASELINE):
             lines.append(f"| {system} | {_cell(row[system])} |")

@@ -152,9 +152,10 @@ def pretraining_texts(
 
 
 def baseline_predictions(
-    task: str, examples: list[dict[str, Any]], train: list[dict[str, Any]]
+    task: str, examples: list[dict[str, Any]], train: Iterable[dict[str, Any]]
 ) -> list[str]:
-    """The heuristic baseline's answer for each example (see the module docstring)."""
+    """The heuristic baseline's answer for each example (see the module docstring); ``train``
+    is read only by the baselines that need it, so it may be a lazy reader."""
     if task == "code-comment":
         return [name_words(e["name"]) for e in examples]
     if task == "code-complete":

@@ -21,7 +21,7 @@ def _escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _fenced(text: str, info: str = "text") -> str:
+def fenced(text: str, info: str = "text") -> str:
     """``text`` in a code fence longer than any run of backticks inside it."""
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
@@ -84,10 +84,10 @@ def _examples(rows: Sequence[Mapping[str, Any]], dataset: str, count: int) -> li
             seen_by.setdefault(row["source"], []).append(row["model"])
         for source, models in seen_by.items():
             whose = "" if len(seen_by) == 1 else f" ({', '.join(models)})"
-            lines += [f"Source{whose}:", "", _fenced(source), ""]
-        lines += ["Reference:", "", _fenced(group[0]["reference"]), ""]
+            lines += [f"Source{whose}:", "", fenced(source), ""]
+        lines += ["Reference:", "", fenced(group[0]["reference"]), ""]
         for row in group:
-            lines += [f"**{row['model']}**:", "", _fenced(row["prediction"]), ""]
+            lines += [f"**{row['model']}**:", "", fenced(row["prediction"]), ""]
     return lines[:-1]
 
 
