@@ -29,7 +29,7 @@ def ids(tokenizer, text: str) -> list[int]:
 def test_seq2seq_truncates_and_ends_with_eos(tokenizer):
     eos = tokenizer.eos_token_id
     prepared = SEQ2SEQ.prepare(PAIRS, tokenizer, CFG, 0)
-    assert set(prepared.column_names) == {"input_ids", "labels", "length", "idx"}
+    assert set(prepared.column_names) == {"input_ids", "labels", "length", "group_key", "idx"}
     assert prepared["input_ids"] == [
         ids(tokenizer, "w1 w2") + [eos],
         ids(tokenizer, "w1 w2 w3 w4 w5") + [eos],
@@ -41,6 +41,8 @@ def test_seq2seq_truncates_and_ends_with_eos(tokenizer):
         [eos],
     ]
     assert prepared["length"] == [5, 10, 3]
+    # grouped by source length first, target length second (max_target_length 4 here)
+    assert prepared["group_key"] == [3 * 5 + 2, 6 * 5 + 4, 2 * 5 + 1]
     assert prepared["idx"] == [0, 1, 2]
 
 

@@ -275,3 +275,27 @@ def test_user_errors(tmp_path, tiny):
         tiny["run"](tmp_path / "b", early_stopping_patience=2)
     with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
         tiny["run"](tmp_path / "c", precision="fp16")
+
+
+def test_length_grouping_sorts_by_the_group_key_when_the_objective_gives_one():
+    from datasets import Dataset
+
+    from lmforge.training.loop import _lengths
+
+    # seq2seq rows with (source, target) lengths (2, 9) and (9, 2): every sum is 11, so grouping
+    # by "length" cannot tell them apart; by group_key (source, then target) it can
+    sources, targets = [2, 9] * 16, [9, 2] * 16
+    rows = {
+        "length": [s + t for s, t in zip(sources, targets, strict=True)],
+        "group_key": [s * 10 + t for s, t in zip(sources, targets, strict=True)],
+    }
+    assert _lengths(Dataset.from_dict(rows)) == rows["group_key"]
+    assert _lengths(Dataset.from_dict({"length": rows["length"]})) == rows["length"]
+
+    def source_padding(key: list[int]) -> int:
+        batches = epoch_batches(key, seed=0, epoch=0, global_batch_size=2, group_by_length=True)
+        return sum(
+            max(sources[i] for i in b) * len(b) - sum(sources[i] for i in b) for b in batches
+        )
+
+    assert source_padding(rows["group_key"]) < source_padding(rows["length"])

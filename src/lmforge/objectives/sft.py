@@ -26,6 +26,7 @@ from transformers import DataCollatorForSeq2Seq, PretrainedConfig, PreTrainedTok
 from lmforge.config import ObjectiveConfig
 from lmforge.errors import UserError
 from lmforge.objectives.causal_lm import check_vocab, require_columns, special_token_id
+from lmforge.training.sampler import GROUP_KEY
 
 
 def _tokenize(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
@@ -39,7 +40,7 @@ def _finish(dataset: Dataset) -> Dataset:
 def seq2seq_prepare(
     dataset: Dataset, tokenizer: PreTrainedTokenizerBase, cfg: ObjectiveConfig, seed: int
 ) -> Dataset:
-    """``source``/``target`` -> input_ids, labels (each ending with eos), length, idx."""
+    """``source``/``target`` -> input_ids, labels (each ending with eos), length, group_key, idx."""
     require_columns(dataset, ["source", "target"], "seq2seq_sft")
     eos = special_token_id(tokenizer, "eos_token", "seq2seq_sft")
 
@@ -51,7 +52,14 @@ def seq2seq_prepare(
             y[: cfg.max_target_length - 1] + [eos] for y in _tokenize(tokenizer, batch["target"])
         ]
         lengths = [len(x) + len(y) for x, y in zip(sources, targets, strict=True)]
-        return {"input_ids": sources, "labels": targets, "length": lengths}
+        # Length grouping sorts by (source, target) length, not by their sum: each side pads to
+        # its own maximum, and a tight source with the target as tie-break pads less (8% against
+        # 11% of the positions of code-comment batches of 4, bench/train_throughput.py's data).
+        keys = [
+            len(x) * (cfg.max_target_length + 1) + len(y)
+            for x, y in zip(sources, targets, strict=True)
+        ]
+        return {"input_ids": sources, "labels": targets, "length": lengths, GROUP_KEY: keys}
 
     return _finish(
         dataset.map(tokenize, batched=True, remove_columns=dataset.column_names, desc="tokenizing")

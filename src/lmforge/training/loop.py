@@ -61,7 +61,7 @@ from lmforge.training import checkpoint as ckpt
 from lmforge.training.compute import FlopsCounter, compute_report, energy_settings, peak_flops
 from lmforge.training.logging import RunLogger
 from lmforge.training.precision import ACCELERATE_MIXED_PRECISION, resolve_precision
-from lmforge.training.sampler import epoch_batches, epoch_seed, shard_global_batch
+from lmforge.training.sampler import GROUP_KEY, epoch_batches, epoch_seed, shard_global_batch
 
 COMPUTE_FILE = "compute.json"
 # Same rule as transformers.Trainer.get_decay_parameter_names: no decay on biases and norms.
@@ -270,7 +270,8 @@ def _ignore_sigint(worker_id: int) -> None:
 
 
 def _lengths(dataset: Any) -> list[int]:
-    return list(dataset["length"])
+    """What length grouping (and the eval order) sorts by: see sampler.GROUP_KEY."""
+    return list(dataset[GROUP_KEY if GROUP_KEY in dataset.column_names else "length"])
 
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

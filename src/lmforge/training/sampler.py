@@ -19,6 +19,11 @@ import numpy as np
 import torch
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
+# The column length grouping sorts by when a dataset has it, else "length" (tokens). An
+# objective whose batches pad on two sides (seq2seq: source and target) sets it to an order
+# that keeps both tight.
+GROUP_KEY = "group_key"
+
 
 def epoch_seed(seed: int, epoch: int) -> int:
     """A 63-bit seed for one epoch, well mixed from (seed, epoch) by NumPy's SeedSequence."""
