@@ -92,6 +92,16 @@ def test_every_artefact_and_the_report_agrees_with_metrics_json(quickstart, cli)
     for (task, name), (ours, _, base, verdict) in table.items():
         assert metrics["beats_baseline"][task][name] == (verdict == "beats baseline")
         assert (ours > base) == metrics["beats_baseline"][task][name]
+    # the input-use control: both models on every task, and the report shows the same numbers
+    uses = metrics["input_use"]
+    assert set(uses) == set(tasks)
+    report = (out / "report.md").read_text()
+    for task, systems in uses.items():
+        assert set(systems) == {"pretrained + fine-tuned", "fine-tuned from scratch"}
+        for system, use in systems.items():
+            assert use["gap"] == pytest.approx(use["shuffled_nll"] - use["matched_nll"])
+            cells = f"| {task} | {system} | {use['matched_nll']:.3f} | {use['shuffled_nll']:.3f} |"
+            assert cells in report
     if (os.cpu_count() or 1) >= 2:  # from-scratch fine-tuning ran in a second process
         said = " ".join(result.err.split())  # rich wraps long lines
         assert "finetune-scratch" in said and "in parallel)" in said

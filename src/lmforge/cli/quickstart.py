@@ -31,7 +31,7 @@ def quickstart(
     small T5 on them, fine-tune it on four tasks, evaluate it against baselines and write a
     report. No download. Running the same command again resumes where it stopped."""
     from lmforge.quickstart import run_quickstart
-    from lmforge.quickstart.report import summary_rows
+    from lmforge.quickstart.report import input_use_rows, summary_rows
 
     console = Console(stderr=True)
     result = run_quickstart(
@@ -46,6 +46,18 @@ def quickstart(
         table.add_row(*row)
     stdout = Console()
     stdout.print(table)
+    ignored = sorted(
+        {
+            r[0]
+            for r in input_use_rows(result.metrics)
+            if r[1] == "pretrained + fine-tuned" and r[5] != "reads its input"
+        }
+    )
+    if ignored:
+        stdout.print(
+            f"the pretrained model does not yet read its input on: {', '.join(ignored)} "
+            "(same loss given another example's source; see the report)"
+        )
     final = result.out / "finetune" / "final"
     stdout.print(
         f"report: {result.report} (open {result.report.with_suffix('.html')} in a browser)\n"

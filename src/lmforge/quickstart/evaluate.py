@@ -5,6 +5,12 @@ BLEU-4 for docstring summaries, exact match and BLEU for code completion and gen
 with sacrebleu's zh tokenizer, chrF and CJK-aware ROUGE-L for English -> Chinese. The
 examples are a seeded sample of each task's test split (whole source files and catalogs the
 models never saw); all systems answer exactly those examples.
+
+Beside the scores, :func:`input_use` measures whether each model reads its input at all: the
+loss of the references given their own sources against the loss given another example's
+source (the sample's sources rotated by one). A model that ignores its input scores both the
+same, whatever its metrics say; this is the control the shuffled-input ablations of the
+summarization and translation literature use.
 """
 
 from __future__ import annotations
@@ -44,6 +50,30 @@ def score(task: str, predictions: list[str], references: list[str]) -> dict[str,
     return {k: {"score": results[k].score, "signature": results[k].signature} for k in shown}
 
 
+def input_use(
+    model: Any, tokenizer: Any, sources: list[str], references: list[str], plan: Plan
+) -> dict[str, float]:
+    """Mean target-token NLL (nats) of ``references`` given their own ``sources`` ("matched")
+    and given the next example's source ("shuffled"), and the difference ("gap"): how much the
+    model's predictions depend on what it was asked. Needs at least two examples."""
+    from lmforge.metrics.perplexity import perplexity
+
+    def nll(inputs: list[str]) -> float:
+        pairs = list(zip(inputs, references, strict=True))
+        result = perplexity(
+            model,
+            tokenizer,
+            pairs,
+            batch_size=32,
+            max_source_length=plan.max_source_length,
+            max_target_length=plan.max_target_length,
+        )
+        return float(result.details["nll"])
+
+    matched, shuffled = nll(sources), nll(sources[1:] + sources[:1])
+    return {"matched_nll": matched, "shuffled_nll": shuffled, "gap": shuffled - matched}
+
+
 def evaluate_all(out: Path, plan: Plan, seed: int, tasks: list[str]) -> dict[str, Any]:
     """Generate, score and write ``eval/<task>.jsonl`` and ``metrics.json``; returns metrics."""
     from lmforge.config import TemplateConfig
@@ -53,6 +83,7 @@ def evaluate_all(out: Path, plan: Plan, seed: int, tasks: list[str]) -> dict[str
 
     samples = {task: test_sample(out, task, plan.eval_examples, seed) for task in tasks}
     predictions: dict[str, dict[str, list[str]]] = {task: {} for task in tasks}
+    uses: dict[str, dict[str, dict[str, float]]] = {task: {} for task in tasks}
     for task in tasks:
         predictions[task][BASELINE] = baseline_predictions(
             task, samples[task], iter_jsonl(out / "data" / "tasks" / task / "train.jsonl")
@@ -74,7 +105,10 @@ def evaluate_all(out: Path, plan: Plan, seed: int, tasks: list[str]) -> dict[str
                 batch_size=64,
                 max_source_length=plan.max_source_length,
             )
-    metrics: dict[str, Any] = {"tasks": {}, "examples": {}, "baselines": {}}
+            if len(sources) > 1:
+                references = [row[TARGET_FIELD[task]] for row in samples[task]]
+                uses[task][system] = input_use(model, tokenizer, sources, references, plan)
+    metrics: dict[str, Any] = {"tasks": {}, "examples": {}, "baselines": {}, "input_use": uses}
     for task in tasks:
         references = [row[TARGET_FIELD[task]] for row in samples[task]]
         metrics["examples"][task] = len(references)

@@ -120,6 +120,49 @@ def write_plots(out: Path, metrics: dict[str, Any]) -> dict[str, Path]:
     return made
 
 
+# Below this gap (nats per target token) the report says a model does not read its input.
+IGNORES_INPUT_GAP = 0.05
+
+
+def input_use_rows(metrics: dict[str, Any]) -> list[tuple[str, ...]]:
+    """(task, system, NLL given its source, NLL given another source, gap, verdict) rows."""
+    rows = []
+    for task, systems in metrics.get("input_use", {}).items():
+        for system, use in systems.items():
+            verdict = "reads its input" if use["gap"] >= IGNORES_INPUT_GAP else "ignores its input"
+            rows.append(
+                (
+                    task,
+                    system,
+                    f"{use['matched_nll']:.3f}",
+                    f"{use['shuffled_nll']:.3f}",
+                    f"{use['gap']:+.3f}",
+                    verdict,
+                )
+            )
+    return rows
+
+
+def _input_use_section(metrics: dict[str, Any]) -> list[str]:
+    rows = input_use_rows(metrics)
+    if not rows:
+        return []
+    return [
+        "### Does the model read its input?",
+        "",
+        "Loss (nats per target token) of the same held-out references given their own source "
+        "and given another example's source. A model that ignores its input scores both the "
+        "same and answers every question alike, whatever its metrics; a gap under "
+        f"{IGNORES_INPUT_GAP} is reported as ignoring it.",
+        "",
+        *_table(
+            ("task", "model", "own source", "another source", "gap", ""),
+            rows,
+        ),
+        "",
+    ]
+
+
 def render(out: Path, result: QuickstartResult, seconds: float) -> str:
     """report.md's text."""
     metrics, plan = result.metrics, result.plan
@@ -161,6 +204,7 @@ def render(out: Path, result: QuickstartResult, seconds: float) -> str:
         ]
     else:
         lines += ["The pretrained, fine-tuned model beats every heuristic baseline.", ""]
+    lines += _input_use_section(metrics)
     lines += ["Baselines:", ""]
     lines += [f"- {task}: {name}" for task, name in metrics.get("baselines", {}).items()]
     lines += ["", "Metric signatures (how each score was computed):", ""]
@@ -249,4 +293,4 @@ def write_report(out: Path, result: QuickstartResult, seconds: float) -> Path:
     return path
 
 
-__all__ = ["TASK_METRICS", "summary_rows", "write_report"]
+__all__ = ["TASK_METRICS", "input_use_rows", "summary_rows", "write_report"]
