@@ -8,7 +8,7 @@ settings (AdamW, lr, betas, eps, weight decay, gradient clipping), warmup-then-c
 number of steps and precision (fp32), on the CPU, in one process. Three runs:
 
 * ``lmforge``: ``lmforge.training.loop.train`` with the seq2seq_sft collator, defaults as
-  shipped (``train.group_by_length: true``, batches grouped by source + target length);
+  shipped (``train.group_by_length: true``, batches grouped by source length, then target length);
 * ``trainer``: ``Seq2SeqTrainer`` with its defaults (random batches, its default optimizer and
   data loader), ``DataCollatorForSeq2Seq`` as in transformers' run_summarization.py;
 * ``trainer-grouped``: the same with ``train_sampling_strategy="group_by_length"`` (what

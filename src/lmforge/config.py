@@ -149,7 +149,7 @@ class TrainConfig(StrictModel):
     grad_accum: int = Field(1, ge=1)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False
-    group_by_length: bool = True
+    group_by_length: bool = True  # batches of similar length (seq2seq: source, then target)
     eval_every: int = Field(200, ge=1)
     eval_batches: int | None = Field(None, ge=1)
     save_every: int = Field(500, ge=1)
