@@ -79,13 +79,14 @@ def site_packages_sample(seed: int, limit: int | None) -> list[Path]:
     (all of them when ``limit`` is None): the whole of site-packages takes a minute to parse."""
     from lmforge.data.harvest.python import default_python_paths, python_files
     from lmforge.data.splits import group_fraction
+    from lmforge.quickstart.tasks import portable_path
 
     roots = default_python_paths()
     stdlib, others = roots[:1], roots[1:]
     if limit is None or not others:
         return roots
     files = python_files(others)
-    chosen = sorted(files, key=lambda f: group_fraction(seed, Path(f).name + f))[:limit]
+    chosen = sorted(files, key=lambda f: group_fraction(seed, portable_path(f)))[:limit]
     return stdlib + [Path(f) for f in sorted(chosen)]
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from pathlib import PurePath
 from typing import Any
 
 from lmforge.config import SplitConfig
@@ -41,6 +42,27 @@ MAX_BODY_LINES = 6
 PREFIX_LINES = 12
 _CJK = re.compile(r"[\u3400-\u9fff]")
 _WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z]|\d|\b|_)|[A-Z]?[a-z]+|[A-Z]+|\d+")
+
+
+_LIBRARY_ROOTS = ("site-packages", "dist-packages")
+_STDLIB_ROOT = re.compile(r"python\d+(\.\d+)?")
+
+
+def portable_path(path: str) -> str:
+    """A harvested file's path from its library root on: ``site-packages/pkg/mod.py``,
+    ``python3.11/os.py``. The split and the site-packages sample hash this, not the absolute
+    path, so one seed gives the same split wherever the interpreter or the virtual environment
+    is installed (two clones of lmforge on one machine have their own .venv)."""
+    parts = PurePath(path).parts
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] in _LIBRARY_ROOTS or _STDLIB_ROOT.fullmatch(parts[i]):
+            return "/".join(parts[i:])
+    return path
+
+
+def python_group(row: dict[str, Any]) -> str:
+    """The split group of a harvested function: its file, wherever Python is installed."""
+    return f"python:{portable_path(row['path'])}"
 
 
 def split_of(seed: int, group: str) -> str:
@@ -124,7 +146,7 @@ def build_tasks(
         tasks[task][split_of(seed, group)].append({**example, "group": group})
 
     for row in python_rows:
-        group = f"python:{row['path']}"
+        group = python_group(row)
         example = comment_example(row)
         add("code-comment", example, group, (row["code"],))
         example = generate_example(row)
@@ -142,7 +164,7 @@ def pretraining_texts(
 ) -> Iterator[str]:
     """Unlabelled text of the training groups only: code, docstrings, both sides of messages."""
     for row in python_rows:
-        if split_of(seed, f"python:{row['path']}") == "train":
+        if split_of(seed, python_group(row)) == "train":
             yield row["code"]
             yield row["docstring"]
     for row in translation_rows:
