@@ -111,7 +111,12 @@ def test_every_artefact_and_the_report_agrees_with_metrics_json(quickstart, cli)
     assert "plots/loss-finetune.png" in html
     # the summary on stdout and the next commands
     assert "code-comment" in result.out and "rougeL" in result.out
-    assert f"lmforge generate {out / 'finetune' / 'final'}" in result.out.replace("\n", "")
+    said = result.out.replace("\n", "")
+    assert f"lmforge generate {out / 'finetune' / 'final'} --task code-comment" in said
+    # the printed command decodes as the evaluation did (the test preset's plan)
+    decoding = {"no-repeat-ngram-size": "3", "repetition-penalty": "1.3"}
+    words = " ".join(result.out.split())  # rich wraps at spaces, long paths anywhere
+    assert all(f"--{k} {v}" in words for k, v in decoding.items()), words
     from lmforge.config import load_config
     from lmforge.evaluation import EvalConfig
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -62,7 +63,21 @@ def quickstart(
     stdout.print(
         f"report: {result.report} (open {result.report.with_suffix('.html')} in a browser)\n"
         "next:\n"
-        f'  lmforge generate {final} --task code-comment "def add(a, b):\\n    return a + b"\n'
+        f"  lmforge generate {final} --task code-comment {_decoding_flags(result.plan)} "
+        '"def add(a, b):\\n    return a + b"\n'
         f"  lmforge serve {final}\n"
         f"  lmforge eval run {result.out / 'eval.yaml'}"
     )
+
+
+def _decoding_flags(plan: Any) -> str:
+    """The `lmforge generate` options of the decoding the evaluation used for code-comment."""
+    names = {
+        "no_repeat_ngram_size": "--no-repeat-ngram-size",
+        "repetition_penalty": "--repetition-penalty",
+    }
+    flags = [f"--max-new-tokens {plan.max_new_tokens.get('code-comment', 64)}"]
+    for field, value in plan.decoding.get("code-comment", {}).items():
+        if field in names:
+            flags.append(f"{names[field]} {value:g}")
+    return " ".join(flags)
