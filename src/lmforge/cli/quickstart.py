@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from lmforge.cli.main import app
+
+if TYPE_CHECKING:
+    from lmforge.quickstart.plan import Plan
 
 
 @app.command("quickstart")
@@ -32,7 +35,8 @@ def quickstart(
     small T5 on them, fine-tune it on four tasks, evaluate it against baselines and write a
     report. No download. Running the same command again resumes where it stopped."""
     from lmforge.quickstart import run_quickstart
-    from lmforge.quickstart.report import input_use_rows, summary_rows
+    from lmforge.quickstart.evaluate import MODELS
+    from lmforge.quickstart.report import reads_input, summary_rows
 
     console = Console(stderr=True)
     result = run_quickstart(
@@ -47,12 +51,11 @@ def quickstart(
         table.add_row(*row)
     stdout = Console()
     stdout.print(table)
+    pretrained = next(iter(MODELS))
     ignored = sorted(
-        {
-            r[0]
-            for r in input_use_rows(result.metrics)
-            if r[1] == "pretrained + fine-tuned" and r[5] != "reads its input"
-        }
+        task
+        for task, systems in result.metrics.get("input_use", {}).items()
+        if pretrained in systems and not reads_input(systems[pretrained])
     )
     if ignored:
         stdout.print(
@@ -70,7 +73,7 @@ def quickstart(
     )
 
 
-def _decoding_flags(plan: Any) -> str:
+def _decoding_flags(plan: Plan) -> str:
     """The `lmforge generate` options of the decoding the evaluation used for code-comment."""
     names = {
         "no_repeat_ngram_size": "--no-repeat-ngram-size",

@@ -82,6 +82,7 @@ def evaluate_all(out: Path, plan: Plan, seed: int, tasks: list[str]) -> dict[str
     from lmforge.models import load_pretrained
 
     samples = {task: test_sample(out, task, plan.eval_examples, seed) for task in tasks}
+    references = {task: [row[TARGET_FIELD[task]] for row in samples[task]] for task in tasks}
     predictions: dict[str, dict[str, list[str]]] = {task: {} for task in tasks}
     uses: dict[str, dict[str, dict[str, float]]] = {task: {} for task in tasks}
     for task in tasks:
@@ -106,21 +107,19 @@ def evaluate_all(out: Path, plan: Plan, seed: int, tasks: list[str]) -> dict[str
                 max_source_length=plan.max_source_length,
             )
             if len(sources) > 1:
-                references = [row[TARGET_FIELD[task]] for row in samples[task]]
-                uses[task][system] = input_use(model, tokenizer, sources, references, plan)
+                uses[task][system] = input_use(model, tokenizer, sources, references[task], plan)
     metrics: dict[str, Any] = {"tasks": {}, "examples": {}, "baselines": {}, "input_use": uses}
     for task in tasks:
-        references = [row[TARGET_FIELD[task]] for row in samples[task]]
-        metrics["examples"][task] = len(references)
+        metrics["examples"][task] = len(references[task])
         metrics["baselines"][task] = BASELINE_NAMES[task]
         metrics["tasks"][task] = {
-            system: score(task, predicted, references)
+            system: score(task, predicted, references[task])
             for system, predicted in predictions[task].items()
         }
         rows = [
             {"index": i, "source": render_source(task, row, TemplateConfig()), "reference": ref}
             | {system: predictions[task][system][i] for system in predictions[task]}
-            for i, (row, ref) in enumerate(zip(samples[task], references, strict=True))
+            for i, (row, ref) in enumerate(zip(samples[task], references[task], strict=True))
         ]
         write_jsonl_atomic(out / "eval" / f"{task}.jsonl", rows)
     metrics["beats_baseline"] = beats_baseline(metrics)

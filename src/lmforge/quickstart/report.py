@@ -124,12 +124,17 @@ def write_plots(out: Path, metrics: dict[str, Any]) -> dict[str, Path]:
 IGNORES_INPUT_GAP = 0.05
 
 
+def reads_input(use: dict[str, float]) -> bool:
+    """Whether an ``input_use`` entry of metrics.json shows a model reading its input."""
+    return use["gap"] >= IGNORES_INPUT_GAP
+
+
 def input_use_rows(metrics: dict[str, Any]) -> list[tuple[str, ...]]:
     """(task, system, NLL given its source, NLL given another source, gap, verdict) rows."""
     rows = []
     for task, systems in metrics.get("input_use", {}).items():
         for system, use in systems.items():
-            verdict = "reads its input" if use["gap"] >= IGNORES_INPUT_GAP else "ignores its input"
+            verdict = "reads its input" if reads_input(use) else "ignores its input"
             rows.append(
                 (
                     task,
@@ -293,4 +298,4 @@ def write_report(out: Path, result: QuickstartResult, seconds: float) -> Path:
     return path
 
 
-__all__ = ["TASK_METRICS", "input_use_rows", "summary_rows", "write_report"]
+__all__ = ["TASK_METRICS", "input_use_rows", "reads_input", "summary_rows", "write_report"]
