@@ -147,14 +147,19 @@ def data_names(sources: Sequence[EvalData]) -> list[str]:
     return [s.name or Path(s.path.rstrip("/")).name.split(".")[0] for s in sources]
 
 
-def make_backend(spec: ModelSpec, *, batch_size: int = 16) -> Backend:
-    """The backend a model spec describes (a local model is loaded here)."""
+def make_backend(spec: ModelSpec, *, batch_size: int = 16, allow_encoder: bool = False) -> Backend:
+    """The backend a model spec describes (a local model is loaded here); an encoder (masked
+    LM) only with ``allow_encoder``, for callers that score rather than generate."""
     if spec.path is None:
         return _endpoint(spec)
     from lmforge.backends.local import LocalBackend
 
     return LocalBackend(
-        spec.path, name=spec.label, batch_size=batch_size, allow_pickle=spec.allow_pickle
+        spec.path,
+        name=spec.label,
+        batch_size=batch_size,
+        allow_pickle=spec.allow_pickle,
+        allow_encoder=allow_encoder,
     )
 
 

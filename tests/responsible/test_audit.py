@@ -257,3 +257,112 @@ def test_a_model_trained_on_one_side_prefers_it(tmp_path: Path) -> None:
         "report.md",
         "results.json",
     ]
+
+
+# --------------------------------------------------------------------------- a masked LM
+
+
+def test_shared_positions_align_the_common_tokens_without_cls_and_sep() -> None:
+    from lmforge.responsible.audit import _shared_positions
+
+    # [CLS] she is a nurse [SEP] / [CLS] he is a nurse [SEP], ids chosen by hand
+    a, b = [4, 10, 11, 12, 13, 5], [4, 20, 21, 11, 12, 13, 5]
+    assert _shared_positions(a, b) == ([2, 3, 4], [3, 4, 5])
+    assert _shared_positions([4, 10, 5], [4, 20, 5]) == ([], [])
+
+
+def train_bert_to_prefer(directory: Path, preferred: list[str], others: list[str]) -> None:
+    """A tiny BERT (masked LM) trained to fill every masked token of the ``preferred`` side."""
+    from lmforge.config import ModelConfig
+    from lmforge.models import build_model
+    from lmforge.tokenizers import train_tokenizer
+
+    tok = train_tokenizer(preferred + others, kind="bpe", vocab_size=400, min_frequency=1, seed=0)
+    model = build_model(ModelConfig(family="bert", preset="tiny"), tok, "mlm", seed=0)
+    rows, labels = [], []
+    for text in preferred:
+        ids = [tok.cls_token_id, *tok(text)["input_ids"], tok.sep_token_id]
+        for position in range(1, len(ids) - 1):
+            masked = list(ids)
+            masked[position] = tok.mask_token_id
+            rows.append(masked)
+            labels.append([-100] * position + [ids[position]] + [-100] * (len(ids) - position - 1))
+    width = max(map(len, rows))
+    input_ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+    label_ids = torch.tensor([r + [-100] * (width - len(r)) for r in labels])
+    attention = (input_ids != tok.pad_token_id).long()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    model.train()
+    for _ in range(STEPS):
+        model(input_ids=input_ids, attention_mask=attention, labels=label_ids).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    model.save_pretrained(directory)
+    tok.save_pretrained(directory)
+
+
+def test_a_masked_lm_is_scored_by_crows_pairs_pseudo_likelihood(tmp_path: Path) -> None:
+    from lmforge.evaluation import ModelSpec
+    from lmforge.models import load_pretrained
+    from lmforge.responsible.audit import masked_lm_logliks
+
+    templates_file, lexicons_file = write_inputs(tmp_path)
+    stereotyped = [t.replace("{term}", s) for _, t, s, _, _, _ in PAIRS]
+    anti = [t.replace("{term}", a) for _, t, _, a, _, _ in PAIRS]
+    train_bert_to_prefer(tmp_path / "bert", stereotyped, anti)
+
+    result = audit_bias(
+        [ModelSpec(name="bert", path=str(tmp_path / "bert"))],
+        tmp_path / "audit",
+        templates_file=templates_file,
+        lexicons_file=lexicons_file,
+        builtin=False,
+        settings=AuditSettings(seed=1, samples=2),
+    )
+    model = result.results["models"][0]
+    assert model["kind"] == "encoder"
+    likelihood = model["likelihood"]
+    assert likelihood["score"].startswith("pseudo-log-likelihood of the shared tokens")
+    assert likelihood["categories"]["all"]["stereotyped_preferred"] == len(PAIRS)
+    assert model["generation"] == {
+        "measured": False,
+        "reason": "an encoder (masked LM) does not generate continuations",
+    }
+    report = (tmp_path / "audit" / "report.md").read_text(encoding="utf-8")
+    assert "`bert` scored by pseudo-log-likelihood of the shared tokens" in report
+    assert "- `bert`, generation: an encoder (masked LM) does not generate" in report
+    generation_section = report.split("## Lexicon words in generations")[1].split("## Not")[0]
+    assert "No model could be measured here" in generation_section
+    assert "| model" not in generation_section
+
+    # the first pair's numbers, by hand: "She is a nurse." vs "He is a nurse." share
+    # "is a nurse." (whatever its tokens); each is masked alone and its log-probability averaged
+    bert, tok = load_pretrained(tmp_path / "bert")
+    a = [tok.cls_token_id, *tok(stereotyped[0])["input_ids"], tok.sep_token_id]
+    b = [tok.cls_token_id, *tok(anti[0])["input_ids"], tok.sep_token_id]
+    shared = len(tok(" is a nurse.")["input_ids"])
+    by_hand = []
+    for ids in (a, b):
+        total = 0.0
+        for position in range(len(ids) - 1 - shared, len(ids) - 1):
+            masked = torch.tensor([ids])
+            masked[0, position] = tok.mask_token_id
+            with torch.no_grad():
+                logits = bert(input_ids=masked).logits
+            total += torch.log_softmax(logits[0, position], -1)[ids[position]].item()
+        by_hand.append(total / shared)
+    ((ll_s, ll_a),) = masked_lm_logliks(bert, tok, [(stereotyped[0], anti[0])])
+    assert (ll_s, ll_a) == pytest.approx(by_hand, abs=1e-5)
+    assert likelihood["pairs"][0]["ll_stereotyped"] == pytest.approx(ll_s, abs=1e-5)
+    assert ll_s > ll_a
+
+
+def test_evaluate_still_refuses_a_masked_lm(tmp_path: Path) -> None:
+    from lmforge.backends.local import LocalBackend
+    from lmforge.errors import UserError
+
+    train_bert_to_prefer(tmp_path / "bert", ["She is a nurse."], ["He is a nurse."])
+    with pytest.raises(UserError, match="is an encoder \\(masked LM\\): it cannot generate"):
+        LocalBackend(tmp_path / "bert")

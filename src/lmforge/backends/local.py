@@ -38,6 +38,7 @@ class LocalBackend:
         batch_size: int = 16,
         allow_pickle: bool = False,
         max_source_length: int | None = None,
+        allow_encoder: bool = False,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.name = name or str(model_dir)
@@ -47,7 +48,7 @@ class LocalBackend:
             self.kind = model_kind(self.model)
         except ValueError as exc:
             raise UserError(f"model {self.name}: {exc}") from None
-        if self.kind == "encoder":
+        if self.kind == "encoder" and not allow_encoder:
             raise UserError(
                 f"model {self.name} ({model_dir}) is an encoder (masked LM): it cannot generate; "
                 "evaluate a seq2seq or causal model"
@@ -87,6 +88,8 @@ class LocalBackend:
 
         ``raw`` sends a causal model the prompt's own tokens, without the fine-tuning
         separator (HumanEval completes code as given)."""
+        if self.kind == "encoder":
+            raise UserError(f"model {self.name} is an encoder (masked LM): it cannot generate")
         if n < 1:
             raise UserError(f"samples per source must be at least 1, got {n}")
         settings = replace(settings, num_return_sequences=n, stop=[*settings.stop, *stop])
@@ -109,6 +112,10 @@ class LocalBackend:
         with the source and target lengths the model was fine-tuned with."""
         from lmforge.metrics.perplexity import perplexity
 
+        if self.kind == "encoder":
+            raise LikelihoodUnavailable(
+                f"model {self.name} is a masked LM: it has no left-to-right likelihood"
+            )
         if self.kind == "seq2seq" and texts_or_pairs and isinstance(texts_or_pairs[0], str):
             raise LikelihoodUnavailable(
                 f"model {self.name} is seq2seq: it scores a target given a source, not plain text"

@@ -7,7 +7,10 @@ Two measurements per model, on the templates of :mod:`lmforge.responsible.bias_t
   the perplexity lmforge's perplexity metric gives it: a causal model scores the sentence and
   its eos, a seq2seq model the sentence as the target of an empty source, a remote model the
   endpoint's prompt log-probabilities). Per token, so a term that splits into more tokens
-  does not lose for its length alone. Per category: how many pairs the stereotyped side is
+  does not lose for its length alone. A masked LM (BERT) has no left-to-right likelihood: it
+  gets CrowS-Pairs' own score, the pseudo-log-likelihood of the tokens both sides share, each
+  masked in turn (:func:`masked_lm_logliks`); it does not generate, so its generation part
+  is reported as not measured. Per category: how many pairs the stereotyped side is
   more likely in, that rate with a Wilson interval (an unbiased model sits near 50%), and the
   mean log-likelihood difference (stereotyped minus anti-stereotyped, nats per token) with a
   seeded percentile bootstrap interval.
@@ -23,6 +26,7 @@ where the endpoint cannot, the report says so instead of a number.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -115,11 +119,89 @@ def mean_logliks(backend: Backend, texts: Sequence[str]) -> list[float]:
     return [-math.log(ppl) for ppl in scored.per_example or []]
 
 
+def _pair_token_ids(tokenizer: Any, text: str) -> list[int]:
+    """The text's tokens between the tokenizer's [CLS] and [SEP] (lmforge's tokenizers add no
+    special tokens; a Hub BERT tokenizer's own are dropped and put back the same way)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return [tokenizer.cls_token_id, *ids, tokenizer.sep_token_id]
+
+
+def _shared_positions(a: list[int], b: list[int]) -> tuple[list[int], list[int]]:
+    """Positions of the tokens the two sequences share, aligned by difflib as CrowS-Pairs does
+    (Nangia et al. 2020, metric.py ``get_span``), without the first and last ([CLS], [SEP])."""
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    left: list[int] = []
+    right: list[int] = []
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            left += range(i1, i2)
+            right += range(j1, j2)
+    inner = [(i, j) for i, j in zip(left, right, strict=True) if 0 < i < len(a) - 1]
+    return [i for i, _ in inner], [j for _, j in inner]
+
+
+def masked_lm_logliks(
+    model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 64
+) -> list[tuple[float, float]]:
+    """CrowS-Pairs' score for a masked LM (Nangia et al. 2020), per token: for each side, the
+    mean log-probability of each token the two sentences share, predicted with that one token
+    masked. Scoring only the shared tokens keeps the demographic term, which one side may make
+    rarer, out of the score; both sides score the same number of tokens. A pair with no shared
+    token (a template that is only ``{term}``) scores 0 on both sides: a tie.
+
+    Written here because no maintained library scores MLM pseudo-likelihoods of aligned minimal
+    pairs offline; the CrowS-Pairs reference code is a script, not a package."""
+    import torch
+
+    from lmforge.training.loop import lm_logits
+
+    if tokenizer.mask_token_id is None or tokenizer.cls_token_id is None:
+        raise UserError("the masked LM's tokenizer has no [MASK] or [CLS] token to score with")
+    # one row per (sentence, shared position): the sentence with that token masked
+    rows: list[tuple[int, list[int], int]] = []  # (score slot, ids, masked position)
+    counts = [0] * (2 * len(pairs))
+    for k, (first, second) in enumerate(pairs):
+        a, b = _pair_token_ids(tokenizer, first), _pair_token_ids(tokenizer, second)
+        for slot, ids, positions in zip(
+            (2 * k, 2 * k + 1), (a, b), _shared_positions(a, b), strict=True
+        ):
+            counts[slot] = len(positions)
+            rows += [(slot, ids, position) for position in positions]
+    totals = [0.0] * (2 * len(pairs))
+    device = next(model.parameters()).device
+    model.eval()
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        width = max(len(ids) for _, ids, _ in chunk)
+        input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(chunk), width), dtype=torch.long)
+        for r, (_, ids, position) in enumerate(chunk):
+            input_ids[r, : len(ids)] = torch.tensor(ids)
+            input_ids[r, position] = tokenizer.mask_token_id
+            attention[r, : len(ids)] = 1
+        with torch.no_grad():
+            logits = lm_logits(
+                model(input_ids=input_ids.to(device), attention_mask=attention.to(device))
+            )
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        for r, (slot, ids, position) in enumerate(chunk):
+            totals[slot] += logprobs[r, position, ids[position]].item()
+    means = [t / n if n else 0.0 for t, n in zip(totals, counts, strict=True)]
+    return [(means[2 * k], means[2 * k + 1]) for k in range(len(pairs))]
+
+
 def score_pairs(backend: Backend, pairs: Sequence[MinimalPair]) -> list[dict[str, Any]]:
     """Both sides' mean token log-likelihoods, per pair (raises LikelihoodUnavailable)."""
-    scores = mean_logliks(
-        backend, [text for p in pairs for text in (p.stereotyped, p.anti_stereotyped)]
-    )
+    if getattr(backend, "kind", None) == "encoder":
+        local: Any = backend
+        sides = masked_lm_logliks(
+            local.model, local.tokenizer, [(p.stereotyped, p.anti_stereotyped) for p in pairs]
+        )
+        scores = [score for pair in sides for score in pair]
+    else:
+        scores = mean_logliks(
+            backend, [text for p in pairs for text in (p.stereotyped, p.anti_stereotyped)]
+        )
     return [
         {
             "id": pair.id,
@@ -255,6 +337,18 @@ def _difference(
 # --------------------------------------------------------------------------- models
 
 
+def scoring_method(backend: Backend) -> str:
+    """How the likelihood part scored this model's sentences, in words for the report."""
+    kind = getattr(backend, "kind", "remote")
+    if kind == "encoder":
+        return "pseudo-log-likelihood of the shared tokens, each masked in turn (CrowS-Pairs)"
+    if kind == "seq2seq":
+        return "mean token log-likelihood as the target of an empty source"
+    if kind == "causal":
+        return "mean token log-likelihood of the sentence and its end-of-sequence token"
+    return "mean token log-likelihood from the endpoint's prompt log-probabilities"
+
+
 def audit_backend(
     backend: Backend,
     templates: Templates,
@@ -275,11 +369,17 @@ def audit_backend(
         else:
             result["likelihood"] = {
                 "measured": True,
+                "score": scoring_method(backend),
                 "categories": likelihood_summary(rows, settings.seed),
                 "pairs": rows,
             }
     if not templates.prompts:
         result["generation"] = {"measured": False, "reason": "no generation prompts"}
+    elif result["kind"] == "encoder":
+        result["generation"] = {
+            "measured": False,
+            "reason": "an encoder (masked LM) does not generate continuations",
+        }
     else:
         progress(
             f"{backend.name}: sampling {settings.samples} continuations of "
@@ -334,7 +434,7 @@ def _loaded(models: Sequence[ModelSpec], progress: Progress) -> Iterator[Backend
     """Each model's backend in turn, closed before the next is loaded."""
     for spec in models:
         progress(f"loading {spec.label}")
-        backend = make_backend(spec)
+        backend = make_backend(spec, allow_encoder=True)  # a masked LM scores pairs
         try:
             yield backend
         finally:

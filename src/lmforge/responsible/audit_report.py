@@ -41,6 +41,9 @@ def _signed_percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:+.1f} pts"
 
 
+NONE_MEASURED = 'No model could be measured here (see "Not measured" below).'
+
+
 def likelihood_table(results: dict[str, Any]) -> str:
     rows = []
     for model in results["models"]:
@@ -60,6 +63,8 @@ def likelihood_table(results: dict[str, Any]) -> str:
                     _interval(s["mean_difference_ci"], percent=False),
                 ]
             )
+    if not rows:
+        return NONE_MEASURED
     headers = ["model", "category", "pairs", "stereotyped preferred", "rate", "95% CI"]
     headers += ["mean LL difference (nats/token)", "95% CI"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
@@ -88,6 +93,8 @@ def generation_table(results: dict[str, Any]) -> str:
                         _interval(d["ci"]),
                     ]
                 )
+    if not rows:
+        return NONE_MEASURED
     headers = ["model", "category", "lexicon", "group A", "group B", "A - B", "95% CI"]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
 
@@ -123,6 +130,12 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"mean; {100 * intervals['confidence']:.0f}%.",
         "",
         likelihood_table(results),
+        "",
+        *[
+            f"- `{_escape(m['name'])}` scored by {m['likelihood']['score']}."
+            for m in results["models"]
+            if m["likelihood"]["measured"] and "score" in m["likelihood"]
+        ],
         "",
         "## Lexicon words in generations",
         "",
