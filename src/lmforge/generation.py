@@ -201,7 +201,7 @@ def first_stop(text: str, stops: Sequence[str]) -> int | None:
     return min(found) if found else None
 
 
-def _finish(
+def finish_generation(
     tokenizer: PreTrainedTokenizerBase,
     new_ids: list[int],
     eos: int,
@@ -229,10 +229,12 @@ def _finish(
 
 
 # --------------------------------------------------------------------------- batches
+# These helpers are public because the server's continuous batches (lmforge.serve.batch)
+# pad, seed and finish rows exactly as ``generate`` does.
 
 
 @contextlib.contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
     """Seed torch for the block; the RNG state of the CPU (and ``device``) is restored after."""
     if seed is None:
         yield
@@ -244,7 +246,7 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _inference(model: PreTrainedModel) -> Iterator[None]:
+def for_inference(model: PreTrainedModel) -> Iterator[None]:
     """Eval mode (no dropout) for the block; the model's training flag is restored after."""
     was_training = model.training
     model.eval()
@@ -254,7 +256,7 @@ def _inference(model: PreTrainedModel) -> Iterator[None]:
         model.train(was_training)
 
 
-def _special_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
+def special_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
     """(pad, eos): generation stops at the eos the model was trained with."""
     eos = tokenizer.eos_token_id
     if eos is None:
@@ -277,7 +279,7 @@ def _prompt_budget(model: PreTrainedModel, max_source_length: int, max_new_token
     return budget
 
 
-def _padded(
+def pad_prompts(
     prompts: list[list[int]], pad: int, left: bool, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask), each (len(prompts), longest prompt)."""
@@ -313,7 +315,7 @@ def generate(
     if batch_size < 1:
         raise UserError(f"batch_size must be at least 1, got {batch_size}")
     seq2seq = model_kind(model) == "seq2seq"
-    pad, eos = _special_ids(tokenizer)
+    pad, eos = special_ids(tokenizer)
     budget = _prompt_budget(model, max_source_length, settings.max_new_tokens)
     encoded = [encode_prompt(model, tokenizer, s, budget, raw) for s in sources]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
@@ -321,10 +323,10 @@ def generate(
     results: list[list[Generation]] = [[] for _ in encoded]
     device = next(model.parameters()).device
     bar = tqdm(total=len(encoded), desc="generating", unit="input", disable=not progress)
-    with bar, _inference(model), _seeded(settings.seed, device):
+    with bar, for_inference(model), seeded(settings.seed, device):
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            ids, mask = _padded([encoded[i] for i in chunk], pad, not seq2seq, device)
+            ids, mask = pad_prompts([encoded[i] for i in chunk], pad, not seq2seq, device)
             # seq2seq output starts with the decoder start token; causal output with the prompt
             prompt_width = 1 if seq2seq else ids.shape[1]
             criteria = StoppingCriteriaList(
@@ -341,7 +343,9 @@ def generate(
             # out: (len(chunk) * n, prompt_width + new tokens), the n sequences of a source together
             for row, new_ids in enumerate(out[:, prompt_width:].tolist()):
                 i = chunk[row // n]
-                results[i].append(_finish(tokenizer, new_ids, eos, settings.stop, len(encoded[i])))
+                results[i].append(
+                    finish_generation(tokenizer, new_ids, eos, settings.stop, len(encoded[i]))
+                )
             bar.update(len(chunk))
     return results
 
@@ -451,11 +455,11 @@ def _stream_pieces(
     max_source_length: int,
 ) -> Generator[str, None, Generation]:
     seq2seq = model_kind(model) == "seq2seq"
-    pad, eos = _special_ids(tokenizer)
+    pad, eos = special_ids(tokenizer)
     budget = _prompt_budget(model, max_source_length, settings.max_new_tokens)
     prompt = encode_prompt(model, tokenizer, source, budget)
     device = next(model.parameters()).device
-    ids, mask = _padded([prompt], pad, not seq2seq, device)
+    ids, mask = pad_prompts([prompt], pad, not seq2seq, device)
     tokens = _TokenQueue()
     cancel = threading.Event()
     criteria = [StopOnEvent(cancel)]
@@ -465,7 +469,7 @@ def _stream_pieces(
 
     def run() -> None:
         try:
-            with torch.no_grad(), _seeded(settings.seed, device):
+            with torch.no_grad(), seeded(settings.seed, device):
                 model.generate(
                     input_ids=ids,
                     attention_mask=mask,
@@ -484,7 +488,7 @@ def _stream_pieces(
     new_ids: list[int] = []
     emitted = 0
     thread = threading.Thread(target=run, name="lmforge-stream", daemon=True)
-    with _inference(model):
+    with for_inference(model):
         thread.start()
         try:
             while (step := tokens.queue.get()) is not None:
@@ -507,7 +511,7 @@ def _stream_pieces(
             thread.join()
     if failure:
         raise failure[0]
-    result = _finish(tokenizer, new_ids, eos, settings.stop, len(prompt))
+    result = finish_generation(tokenizer, new_ids, eos, settings.stop, len(prompt))
     if len(result.text) > emitted:
         yield result.text[emitted:]
     return result

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from lmforge.generation import DecodingSettings, _padded, encode_prompt, generate
+from lmforge.generation import DecodingSettings, encode_prompt, generate, pad_prompts
 from lmforge.serve.batch import Done, Job, Piece, Sampling, encode, length_groups, run_batch
 
 PROMPTS = ["we are going to the park", "my friend lives in Beijing", "thank you for your help"]
@@ -120,7 +120,7 @@ def test_encoding_without_padding_gives_the_padded_batchs_states(loaded) -> None
     jobs = [job(model, tok, t, [], n=n) for t, n in zip(texts, (2, 1, 1), strict=True)]
     got = encode(model, jobs, tok.pad_token_id).last_hidden_state
     rows = [j.prompt_ids for j in jobs for _ in range(j.n)]
-    ids, mask = _padded(rows, tok.pad_token_id, False, torch.device("cpu"))
+    ids, mask = pad_prompts(rows, tok.pad_token_id, False, torch.device("cpu"))
     with torch.no_grad():
         want = model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
     assert got.shape == want.shape == (4, max(len(r) for r in rows), model.config.d_model)

@@ -153,6 +153,7 @@ def masked_lm_logliks(
     pairs offline; the CrowS-Pairs reference code is a script, not a package."""
     import torch
 
+    from lmforge.generation import pad_prompts
     from lmforge.training.loop import lm_logits
 
     if tokenizer.mask_token_id is None or tokenizer.cls_token_id is None:
@@ -169,20 +170,16 @@ def masked_lm_logliks(
             rows += [(slot, ids, position) for position in positions]
     totals = [0.0] * (2 * len(pairs))
     device = next(model.parameters()).device
-    model.eval()
+    model.eval()  # a masked LM loaded for scoring; nothing trains it afterwards
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        width = max(len(ids) for _, ids, _ in chunk)
-        input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(chunk), width), dtype=torch.long)
-        for r, (_, ids, position) in enumerate(chunk):
-            input_ids[r, : len(ids)] = torch.tensor(ids)
-            input_ids[r, position] = tokenizer.mask_token_id
-            attention[r, : len(ids)] = 1
+        masked = [
+            [tokenizer.mask_token_id if i == position else t for i, t in enumerate(ids)]
+            for _, ids, position in chunk
+        ]
+        input_ids, attention = pad_prompts(masked, tokenizer.pad_token_id, False, device)
         with torch.no_grad():
-            logits = lm_logits(
-                model(input_ids=input_ids.to(device), attention_mask=attention.to(device))
-            )
+            logits = lm_logits(model(input_ids=input_ids, attention_mask=attention))
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         for r, (slot, ids, position) in enumerate(chunk):
             totals[slot] += logprobs[r, position, ids[position]].item()

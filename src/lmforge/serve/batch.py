@@ -37,12 +37,12 @@ from transformers.modeling_outputs import BaseModelOutput
 from lmforge.generation import (
     DecodingSettings,
     Generation,
-    _finish,
-    _inference,
-    _padded,
-    _seeded,
-    _special_ids,
+    finish_generation,
     first_stop,
+    for_inference,
+    pad_prompts,
+    seeded,
+    special_ids,
 )
 from lmforge.models import model_kind
 
@@ -161,7 +161,9 @@ class _Row:
         if self.job.cancelled.is_set():
             return
         prompt_tokens = len(self.job.prompt_ids)
-        result = _finish(self.tokenizer, self.new_ids, self.eos, self.job.stop, prompt_tokens)
+        result = finish_generation(
+            self.tokenizer, self.new_ids, self.eos, self.job.stop, prompt_tokens
+        )
         if self.job.stream and len(result.text) > self.emitted:
             self.job.emit(Piece(self.index, result.text[self.emitted :]))
         self.job.emit(Done(self.index, result))
@@ -213,7 +215,7 @@ def encode(model: PreTrainedModel, jobs: list[Job], pad: int) -> BaseModelOutput
     lengths = [len(job.prompt_ids) for job in jobs]
     states: list[torch.Tensor] = [torch.empty(0)] * len(jobs)
     for group in length_groups(lengths):
-        ids, mask = _padded([jobs[i].prompt_ids for i in group], pad, False, device)
+        ids, mask = pad_prompts([jobs[i].prompt_ids for i in group], pad, False, device)
         hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
         for row, i in enumerate(group):
             states[i] = hidden[row, : lengths[i]]
@@ -232,7 +234,7 @@ def run_batch(
     """Generate every choice of ``jobs`` (which share one ``Sampling``) in one ``generate``
     call; results and stream pieces go out through each job's ``emit``. Returns the rows."""
     sampling = jobs[0].sampling
-    pad, eos = _special_ids(tokenizer)
+    pad, eos = special_ids(tokenizer)
     rows = [_Row(job, job.first_index + i, tokenizer, eos) for job in jobs for i in range(job.n)]
     prompts = [row.job.prompt_ids for row in rows]
     settings = DecodingSettings(
@@ -245,10 +247,10 @@ def run_batch(
     )
     device = next(model.parameters()).device
     seq2seq = model_kind(model) == "seq2seq"
-    ids, mask = _padded(prompts, pad, not seq2seq, device)
+    ids, mask = pad_prompts(prompts, pad, not seq2seq, device)
     tracker = RowTracker(rows, on_step)
     try:
-        with torch.no_grad(), _inference(model), _seeded(sampling.seed, device):
+        with torch.no_grad(), for_inference(model), seeded(sampling.seed, device):
             # seq2seq: the encoder's states, computed without the batch's padding
             inputs = (
                 {"encoder_outputs": encode(model, jobs, pad)} if seq2seq else {"input_ids": ids}
