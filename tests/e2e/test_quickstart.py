@@ -19,6 +19,7 @@ ARTEFACTS = [
     "data/python.jsonl",
     "data/pretrain.jsonl",
     "data/tasks/counts.json",
+    "data/tasks/harvested.json",
     "tokenizer/tokenizer.json",
     "pretrain/final/model.safetensors",
     "pretrain/compute.json",
@@ -133,8 +134,15 @@ def test_every_artefact_and_the_report_agrees_with_metrics_json(quickstart, cli)
 def test_the_same_command_resumes_and_reproduces(quickstart, cli) -> None:
     out, args, _ = quickstart
     before = (out / "eval/metrics.json").read_bytes()
+    harvest_line = re.search(r"Harvested [^.]*\.", (out / "report.md").read_text()).group(0)
     again = cli(*args)  # everything done: every stage is kept
     assert again.code == 0, again.err
+    # the kept tasks stage reports the harvest's row counts without reading it again
+    assert re.search(r"Harvested [^.]*\.", (out / "report.md").read_text()).group(0) == (
+        harvest_line
+    )
+    harvested = json.loads((out / "data/tasks/harvested.json").read_text())
+    assert harvested["python"] == sum(1 for _ in open(out / "data/python.jsonl"))
     assert again.err.count("kept") >= 8
     assert "evaluate: kept" in " ".join(again.err.split())
     # lose the fine-tuned model and the evaluation: they are redone, to the same numbers

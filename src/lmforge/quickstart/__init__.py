@@ -127,15 +127,18 @@ def build_task_files(
     from lmforge.quickstart.tasks import build_tasks, pretraining_texts
 
     tasks_dir = out / "data" / "tasks"
+    harvested = tasks_dir / "harvested.json"  # rows the tasks were built from, for the report
     with Stage(result, "tasks", report) as stage:
+        if (tasks_dir / "counts.json").is_file() and harvested.is_file():
+            result.tasks = json.loads((tasks_dir / "counts.json").read_text(encoding="utf-8"))
+            rows = json.loads(harvested.read_text(encoding="utf-8"))
+            result.python_rows, result.translation_rows = rows["python"], rows["translation"]
+            stage.what = f"kept {tasks_dir}"
+            return
         python_rows = list(iter_jsonl(out / PYTHON_FILE))
         zh = out / TRANSLATION_FILE
         zh_rows = list(iter_jsonl(zh)) if zh.is_file() else []
         result.python_rows, result.translation_rows = len(python_rows), len(zh_rows)
-        if (tasks_dir / "counts.json").is_file():
-            result.tasks = json.loads((tasks_dir / "counts.json").read_text(encoding="utf-8"))
-            stage.what = f"kept {tasks_dir}"
-            return
         tasks = build_tasks(python_rows, zh_rows, seed)
         counts: dict[str, dict[str, int]] = {}
         for task, splits in tasks.items():
@@ -149,7 +152,8 @@ def build_task_files(
         random.Random(seed).shuffle(texts)
         sample = [{"text": t} for t in texts[: plan.pretrain_texts] if t.strip()]
         write_jsonl_atomic(out / "data" / "pretrain.jsonl", sample)
-        write_json_atomic(tasks_dir / "counts.json", counts)
+        write_json_atomic(harvested, {"python": len(python_rows), "translation": len(zh_rows)})
+        write_json_atomic(tasks_dir / "counts.json", counts)  # last: marks the stage done
         result.tasks = counts
         stage.what = ", ".join(
             f"{t} {c['train']}/{c['validation']}/{c['test']}" for t, c in counts.items()
