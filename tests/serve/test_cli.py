@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -105,9 +106,13 @@ def test_serve_a_run_directory_then_stop_gracefully_on_sigterm(model_dirs, tmp_p
             )
         )
         flight.start()
-        for _ in range(2000):  # wait until the request is being generated
-            if "lmforge_running_sequences 1" in httpx_get("/metrics").text:
-                break
+        # wait until the request is being generated: by the clock, not by a count of polls,
+        # which a loaded machine can spend before the request even reaches the server
+        deadline = time.monotonic() + 60
+        while "lmforge_running_sequences 1" not in httpx_get("/metrics").text:
+            assert not answers, "the request finished before the server was seen running it"
+            assert time.monotonic() < deadline, "the request never started"
+            time.sleep(0.005)
         server.send_signal(signal.SIGTERM)
         flight.join(120)
         assert answers and answers[0].status_code == 200
