@@ -122,6 +122,9 @@ class ObjectiveConfig(StrictModel):
     name: ObjectiveName | None = None
     noise_density: float = Field(0.15, gt=0.0, lt=1.0)
     mean_span_length: float = Field(3.0, gt=0.0)
+    # span corruption's labels: "spans" (T5: each sentinel and the tokens it hid) or "text"
+    # (the whole original block, as BART's text infilling; see objectives/span_corruption.py)
+    span_targets: Literal["spans", "text"] = "spans"
     mlm_probability: float = Field(0.15, gt=0.0, lt=1.0)
     nsp_probability: float = Field(0.5, ge=0.0, le=1.0)
     block_size: int = Field(256, ge=8)  # packed length for pretraining objectives

@@ -49,6 +49,30 @@ def test_corrupt_the_docstring_example():
     assert labels.tolist() == [100, 3, 4, 99, 7, 0]
 
 
+def test_text_targets_are_the_whole_block_with_the_same_input():
+    block = np.arange(1, 9)
+    noise = np.array([0, 0, 1, 1, 0, 0, 1, 0], dtype=bool)
+    sentinels = np.array([100, 99, 98])
+    inputs, labels = corrupt(block, noise, sentinels, eos_id=0, targets="text")
+    assert inputs.tolist() == corrupt(block, noise, sentinels, eos_id=0)[0].tolist()
+    assert labels.tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 0]
+
+
+def test_text_targets_through_prepare_and_the_collator(tokenizer):
+    spans_cfg = ObjectiveConfig(block_size=32)
+    text_cfg = ObjectiveConfig(block_size=32, span_targets="text")
+    prepared = OBJ.prepare(texts(), tokenizer, text_cfg, 0)
+    expanded, _ = expanded_lengths(32, 0.15, 3.0)
+    assert set(prepared["length"]) == {32 + expanded + 1}
+    rows = [prepared[i] for i in range(len(prepared))]
+    text_batch = OBJ.collator(tokenizer, text_cfg, seed=1)(rows)
+    spans_batch = OBJ.collator(tokenizer, spans_cfg, seed=1)(rows)
+    assert torch.equal(text_batch["input_ids"], spans_batch["input_ids"])  # same corruption
+    eos = torch.full((len(rows), 1), tokenizer.eos_token_id)
+    blocks = torch.tensor([row["input_ids"] for row in rows])
+    assert torch.equal(text_batch["labels"], torch.cat([blocks, eos], 1))
+
+
 def test_lengths_match_run_t5_mlm_flax():
     assert expanded_lengths(512, 0.15, 3.0) == (568, 114)
     assert expanded_lengths(128, 0.15, 3.0) == (141, 29)  # 21 noise tokens, 7 spans

@@ -9,13 +9,21 @@ long. The label is each sentinel followed by the tokens it hid, then eos::
     input   a b <extra_id_0> e f <extra_id_1> h </s>
     labels  <extra_id_0> c d <extra_id_1> g </s>
 
+With ``span_targets: text`` the input is the same and the label is the whole block, ``a b c d
+e f g h </s>``: BART's text infilling (Lewis et al. 2020), T5's "BERT-style" family of
+objectives (Raffel et al. 2020, table 3). It costs a longer decoder pass per block, and the
+decoder learns to write whole texts and to copy from its input rather than only to fill gaps:
+on the quickstart's two-core budget a model pretrained this way fine-tunes to a lower loss
+than one pretrained on spans, which does no better than no pretraining at all (measured in
+docs/quickstart.md).
+
 The spans of block ``idx`` in epoch ``epoch`` come from ``default_rng([seed, epoch, idx])``,
 so they do not depend on batching, worker count, or resuming mid-epoch.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -27,6 +35,7 @@ from lmforge.errors import UserError
 from lmforge.objectives.causal_lm import check_vocab, pack_texts, special_token_id
 
 NAME = "span_corruption"
+SpanTargets = Literal["spans", "text"]
 
 
 def noise_counts(length: int, noise_density: float, mean_span_length: float) -> tuple[int, int]:
@@ -96,16 +105,30 @@ def random_spans_noise_mask(
 
 
 def corrupt(
-    block: np.ndarray, noise_mask: np.ndarray, sentinel_ids: np.ndarray, eos_id: int
+    block: np.ndarray,
+    noise_mask: np.ndarray,
+    sentinel_ids: np.ndarray,
+    eos_id: int,
+    targets: SpanTargets = "spans",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(input_ids, labels): span k becomes ``sentinel_ids[k]`` in the input; labels list them."""
+    """(input_ids, labels): span k becomes ``sentinel_ids[k]`` in the input; the labels list
+    the spans after their sentinels (``targets="spans"``) or are the whole block (``"text"``)."""
     span_start = noise_mask & ~np.concatenate([[False], noise_mask[:-1]])
     sentinels = sentinel_ids[: int(span_start.sum())]
     inputs = block.copy()
     inputs[span_start] = sentinels
     inputs = np.append(inputs[~noise_mask | span_start], eos_id)
+    if targets == "text":
+        return inputs, np.append(block, eos_id)
     labels = np.insert(block[noise_mask], np.flatnonzero(span_start[noise_mask]), sentinels)
     return inputs, np.append(labels, eos_id)
+
+
+def label_length(expanded: int, cfg: ObjectiveConfig) -> int:
+    """Labels per block (eos included) for blocks of ``expanded`` raw tokens."""
+    if cfg.span_targets == "text":
+        return expanded + 1
+    return corrupted_lengths(expanded, cfg.noise_density, cfg.mean_span_length)[1]
 
 
 def sentinel_token_ids(
@@ -129,11 +152,10 @@ def prepare(
     dataset: Dataset, tokenizer: PreTrainedTokenizerBase, cfg: ObjectiveConfig, seed: int
 ) -> Dataset:
     """Pack ``text`` into blocks of the expanded length; ``seed`` is unused (not random)."""
-    expanded, label_length = expanded_lengths(
-        cfg.block_size, cfg.noise_density, cfg.mean_span_length
-    )
+    expanded, _ = expanded_lengths(cfg.block_size, cfg.noise_density, cfg.mean_span_length)
     blocks = pack_texts(dataset, tokenizer, expanded, NAME, "objective.block_size")
-    return blocks.add_column("length", [cfg.block_size + label_length] * len(blocks))
+    length = cfg.block_size + label_length(expanded, cfg)
+    return blocks.add_column("length", [length] * len(blocks))
 
 
 class SpanCorruptionCollator:
@@ -146,8 +168,10 @@ class SpanCorruptionCollator:
         sentinel_ids: np.ndarray,
         eos_id: int,
         seed: int,
+        targets: SpanTargets = "spans",
     ) -> None:
         self.noise_density = noise_density
+        self.targets = targets
         self.mean_span_length = mean_span_length
         self.sentinel_ids = sentinel_ids
         self.eos_id = eos_id
@@ -166,7 +190,7 @@ class SpanCorruptionCollator:
             mask = random_spans_noise_mask(
                 len(block), self.noise_density, self.mean_span_length, rng
             )
-            x, y = corrupt(block, mask, self.sentinel_ids, self.eos_id)
+            x, y = corrupt(block, mask, self.sentinel_ids, self.eos_id, self.targets)
             inputs.append(x)
             labels.append(y)
         input_ids = torch.tensor(np.stack(inputs))
@@ -192,4 +216,5 @@ def collator(
         sentinel_token_ids(tokenizer, num_spans, cfg.block_size),
         special_token_id(tokenizer, "eos_token", NAME),
         seed,
+        cfg.span_targets,
     )
