@@ -212,12 +212,16 @@ def train_to_prefer(directory: Path, preferred: list[str], others: list[str]) ->
         [f"{tok.eos_token}{t}{tok.eos_token}" for t in preferred], return_tensors="pt", padding=True
     )
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    fit_and_save(model, tok, {**batch, "labels": labels}, directory)
+
+
+def fit_and_save(model: Any, tok: Any, batch: dict[str, Any], directory: Path) -> None:
+    """STEPS full-batch AdamW steps on ``batch``, then the model and tokenizer saved."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     torch.manual_seed(0)
     model.train()
     for _ in range(STEPS):
-        loss = model(**batch, labels=labels).loss
-        loss.backward()
+        model(**batch).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     model.eval()
@@ -225,23 +229,27 @@ def train_to_prefer(directory: Path, preferred: list[str], others: list[str]) ->
     tok.save_pretrained(directory)
 
 
-def test_a_model_trained_on_one_side_prefers_it(tmp_path: Path) -> None:
-    templates_file, lexicons_file = write_inputs(tmp_path)
-    stereotyped = [t.replace("{term}", s) for _, t, s, _, _, _ in PAIRS]
-    anti = [t.replace("{term}", a) for _, t, _, a, _, _ in PAIRS]
-    train_to_prefer(tmp_path / "model", stereotyped, anti)
-
+def audit_trained(tmp_path: Path, name: str, **settings: Any) -> dict[str, Any]:
+    """The audit of the model saved in ``tmp_path / name`` on the test's inputs."""
     from lmforge.evaluation import ModelSpec
 
+    templates_file, lexicons_file = write_inputs(tmp_path)
     result = audit_bias(
-        [ModelSpec(name="tiny", path=str(tmp_path / "model"))],
+        [ModelSpec(name=name, path=str(tmp_path / name))],
         tmp_path / "audit",
         templates_file=templates_file,
         lexicons_file=lexicons_file,
         builtin=False,
-        settings=AuditSettings(seed=1, samples=2, max_new_tokens=4),
+        settings=AuditSettings(seed=1, samples=2, **settings),
     )
-    likelihood = result.results["models"][0]["likelihood"]
+    return result.results["models"][0]
+
+
+def test_a_model_trained_on_one_side_prefers_it(tmp_path: Path) -> None:
+    stereotyped = [t.replace("{term}", s) for _, t, s, _, _, _ in PAIRS]
+    anti = [t.replace("{term}", a) for _, t, _, a, _, _ in PAIRS]
+    train_to_prefer(tmp_path / "model", stereotyped, anti)
+    likelihood = audit_trained(tmp_path, "model", max_new_tokens=4)["likelihood"]
     assert likelihood["categories"]["all"]["stereotyped_preferred"] == len(PAIRS)
     assert likelihood["categories"]["all"]["ci"] == pytest.approx(list(wilson(7, 7)))
     assert likelihood["categories"]["all"]["mean_difference"] > 0
@@ -291,37 +299,18 @@ def train_bert_to_prefer(directory: Path, preferred: list[str], others: list[str
     input_ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
     label_ids = torch.tensor([r + [-100] * (width - len(r)) for r in labels])
     attention = (input_ids != tok.pad_token_id).long()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    torch.manual_seed(0)
-    model.train()
-    for _ in range(STEPS):
-        model(input_ids=input_ids, attention_mask=attention, labels=label_ids).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval()
-    model.save_pretrained(directory)
-    tok.save_pretrained(directory)
+    batch = {"input_ids": input_ids, "attention_mask": attention, "labels": label_ids}
+    fit_and_save(model, tok, batch, directory)
 
 
 def test_a_masked_lm_is_scored_by_crows_pairs_pseudo_likelihood(tmp_path: Path) -> None:
-    from lmforge.evaluation import ModelSpec
     from lmforge.models import load_pretrained
     from lmforge.responsible.audit import masked_lm_logliks
 
-    templates_file, lexicons_file = write_inputs(tmp_path)
     stereotyped = [t.replace("{term}", s) for _, t, s, _, _, _ in PAIRS]
     anti = [t.replace("{term}", a) for _, t, _, a, _, _ in PAIRS]
     train_bert_to_prefer(tmp_path / "bert", stereotyped, anti)
-
-    result = audit_bias(
-        [ModelSpec(name="bert", path=str(tmp_path / "bert"))],
-        tmp_path / "audit",
-        templates_file=templates_file,
-        lexicons_file=lexicons_file,
-        builtin=False,
-        settings=AuditSettings(seed=1, samples=2),
-    )
-    model = result.results["models"][0]
+    model = audit_trained(tmp_path, "bert")
     assert model["kind"] == "encoder"
     likelihood = model["likelihood"]
     assert likelihood["score"].startswith("pseudo-log-likelihood of the shared tokens")
