@@ -218,7 +218,11 @@ def pretrain_config(out: Path, plan: Plan, seed: int) -> dict[str, Any]:
             "overrides": plan.model_overrides,
             "dropout": plan.dropout,
         },
-        "objective": {"name": "span_corruption", "block_size": plan.block_size},
+        "objective": {
+            "name": "span_corruption",
+            "block_size": plan.block_size,
+            "span_targets": plan.pretrain_targets,
+        },
         "optim": {"lr": plan.pretrain_lr, "warmup_steps": plan.warmup_steps},
         "train": _train_block(plan, plan.pretrain_steps, plan.pretrain_batch_size, "pretrain"),
     }
@@ -316,6 +320,7 @@ def _train_in_child(config: dict[str, Any], stage_kind: str, log: str, threads: 
 
     torch.set_num_threads(threads)
     datasets.disable_progress_bars()
+    stop_with_parent()
     with (
         open(log, "a", encoding="utf-8") as handle,
         contextlib.redirect_stdout(handle),
@@ -324,14 +329,37 @@ def _train_in_child(config: dict[str, Any], stage_kind: str, log: str, threads: 
         _train(config, stage_kind)
 
 
+def stop_with_parent() -> None:
+    """In a spawned child: when the main process ends, however it ends, stop this one as
+    Ctrl-C would (the training loop checkpoints at the end of its step, so the same command
+    resumes it). A daemon child is stopped only when its parent exits normally: a SIGTERM or
+    SIGKILL to the main process would leave it training on, into a directory the next run
+    trains in too. Where Python ignores SIGINT (a shell's background job), SIGTERM instead."""
+    import multiprocessing
+    import signal
+    import threading
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()  # waits on the parent's sentinel: returns once it has exited
+        graceful = callable(signal.getsignal(signal.SIGINT))
+        os.kill(os.getpid(), signal.SIGINT if graceful else signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
+
+
 class Background:
     """A training stage running beside the main process's stages, one CPU thread each.
 
     Small models use two threads poorly (the matrices are too small to split well), so on a
     2-core CPU the fine-tuning from scratch, which needs nothing from pretraining, runs in a
     second process while the main one pretrains and fine-tunes: about 1.5x the steps for the
-    same wall time. The child is a daemon: it dies with the main process (Ctrl-C included),
-    and its checkpoints let the same command resume it.
+    same wall time. The child stops with the main process, however that ends (Ctrl-C, a
+    SIGTERM, a crash: :func:`stop_with_parent`), and its checkpoints let the same command
+    resume it.
     """
 
     def __init__(self, name: str, config: dict[str, Any], stage_kind: str, report: Report) -> None:
