@@ -47,6 +47,9 @@ class Plan:
     # repeated trigrams and penalise repeats, code targets (which repeat `self.`) do not.
     decoding: dict[str, dict[str, Any]] = field(default_factory=dict)
     dropout: float = 0.0  # a few minutes of training underfits: dropout only slows it down
+    # span corruption's labels: the whole text, not only the hidden spans. Pretrained on spans,
+    # the model fine-tuned no better than one from scratch (docs/quickstart.md).
+    pretrain_targets: str = "text"
     parallel: bool = True  # on a CPU: fine-tune from scratch in a second process (one thread)
     share: dict[str, float] = field(default_factory=dict)  # budget share of each stage
 
