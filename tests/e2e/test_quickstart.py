@@ -11,6 +11,7 @@ import struct
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.slow
 
@@ -126,6 +127,9 @@ def test_every_artefact_and_the_report_agrees_with_metrics_json(quickstart, cli)
     assert sorted(d.task for d in follow_up.data) == sorted(tasks)
     plan = json.loads((out / "plan.json").read_text())
     assert plan["seed"] == 3 and plan["preset"] == "test"
+    pretrain = yaml.safe_load((out / "pretrain" / "config.yaml").read_text())
+    assert pretrain["objective"]["name"] == "span_corruption"
+    assert pretrain["objective"]["span_targets"] == "text"  # the plan's pretrain_targets
     for run in ("pretrain", "finetune", "finetune-scratch"):
         compute = json.loads((out / run / "compute.json").read_text())
         assert compute["steps"] == plan["pretrain_steps" if run == "pretrain" else "finetune_steps"]
