@@ -115,8 +115,9 @@ def _pretrain_slowly(config: Path, stderr: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_c_checkpoints_exits_130_and_the_same_command_resumes(
-    tmp_path, cli, monkeypatch, one_thread
+@pytest.mark.parametrize(("signum", "by"), [(signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")])
+def test_ctrl_c_or_sigterm_checkpoints_exits_130_and_the_same_command_resumes(
+    tmp_path, cli, monkeypatch, one_thread, signum, by
 ):
     monkeypatch.setattr(compute, "measure_matmul_peak", lambda device, dtype: 1e10)
     reference = tmp_path / "reference"
@@ -131,7 +132,7 @@ def test_ctrl_c_checkpoints_exits_130_and_the_same_command_resumes(
     child = fork.Process(target=_pretrain_slowly, args=(config, stderr))
     with _running(child):
         _wait_for_two_steps(run, child)
-        os.kill(child.pid, signal.SIGINT)
+        os.kill(child.pid, signum)
         child.join(60)
     assert child.exitcode == 130
 
@@ -143,7 +144,7 @@ def test_ctrl_c_checkpoints_exits_130_and_the_same_command_resumes(
     err = stderr.read_text().splitlines()
     assert err[-1] == "lmforge: interrupted"
     assert err[-2] == (
-        f"lmforge: stopped at step {stopped} (Ctrl-C); checkpoint saved in {checkpoint}; "
+        f"lmforge: stopped at step {stopped} ({by}); checkpoint saved in {checkpoint}; "
         "run the same command again to resume"
     )
 
@@ -215,6 +216,16 @@ def test_first_sigint_is_a_request_the_second_interrupts_and_the_handler_comes_b
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_first_sigterm_is_a_request_and_the_default_comes_back_for_the_second():
+    before = signal.getsignal(signal.SIGTERM)
+    with GracefulInterrupt() as interrupt:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+        assert interrupt.requested and interrupt.by == "SIGTERM"
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # a second one ends it
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_no_handler_outside_the_main_thread_or_where_sigint_is_ignored():

@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -326,15 +327,20 @@ def _train_in_child(config: dict[str, Any], stage_kind: str, log: str, threads: 
         contextlib.redirect_stdout(handle),
         contextlib.redirect_stderr(handle),
     ):
-        _train(config, stage_kind)
+        try:
+            _train(config, stage_kind)
+        except KeyboardInterrupt:  # stopped and checkpointed; the log says so, not a traceback
+            sys.exit(130)
 
 
 def stop_with_parent() -> None:
-    """In a spawned child: when the main process ends, however it ends, stop this one as
-    Ctrl-C would (the training loop checkpoints at the end of its step, so the same command
-    resumes it). A daemon child is stopped only when its parent exits normally: a SIGTERM or
-    SIGKILL to the main process would leave it training on, into a directory the next run
-    trains in too. Where Python ignores SIGINT (a shell's background job), SIGTERM instead."""
+    """In a spawned child, from its main thread: when the main process ends, however it ends,
+    stop this one as Ctrl-C would (the training loop checkpoints at the end of its step, so the
+    same command resumes it). A daemon child is stopped only when its parent exits normally: a
+    SIGTERM or SIGKILL to the main process would leave it training on, into a directory the
+    next run trains in too. A child of a shell's background job inherits SIGINT ignored; it
+    gets Python's handler back, so the loop's graceful stop works here too (no terminal sends
+    Ctrl-C to a background job, so nothing else changes)."""
     import multiprocessing
     import signal
     import threading
@@ -342,11 +348,12 @@ def stop_with_parent() -> None:
     parent = multiprocessing.parent_process()
     if parent is None:
         return
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def watch() -> None:
         parent.join()  # waits on the parent's sentinel: returns once it has exited
-        graceful = callable(signal.getsignal(signal.SIGINT))
-        os.kill(os.getpid(), signal.SIGINT if graceful else signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=watch, name="stop-with-parent", daemon=True).start()
 

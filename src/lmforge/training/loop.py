@@ -20,9 +20,10 @@ model's head. The loss is computed here from the logits, not by the model:
 Evaluation reports plain cross entropy (no label smoothing) and runs with the random state of
 training set aside, so evaluating or not never changes the training trajectory.
 
-Ctrl-C (SIGINT) stops a run cleanly: the loop finishes the optimizer step it is in, every
-process stops at that same step, the checkpoint is saved and KeyboardInterrupt is raised; the
-same command resumes. A second Ctrl-C interrupts at once.
+Ctrl-C (SIGINT) or SIGTERM (``kill``, a job scheduler's notice before it stops a job) stops a
+run cleanly: the loop finishes the optimizer step it is in, every process stops at that same
+step, the checkpoint is saved and KeyboardInterrupt is raised; the same command resumes. A
+second Ctrl-C interrupts at once; a second SIGTERM ends the process.
 """
 
 from __future__ import annotations
@@ -233,34 +234,45 @@ def rng_set_aside() -> Iterator[None]:
 
 
 class GracefulInterrupt:
-    """Ctrl-C as a request to stop: the first SIGINT sets ``requested`` (the loop finishes its
-    step and checkpoints) and puts Python's default handler back, so a second one raises
-    KeyboardInterrupt at once. The previous handler returns when the block ends.
+    """Ctrl-C (SIGINT) or SIGTERM (``kill``, a job scheduler's notice) as a request to stop:
+    the first sets ``requested`` (the loop finishes its step and checkpoints) and puts that
+    signal's default back, so a second Ctrl-C raises KeyboardInterrupt at once and a second
+    SIGTERM ends the process. The previous handlers return when the block ends.
 
-    Installed only in the main thread (the only one that may set signal handlers) and only
-    where Python handles SIGINT: not where it is ignored, as in a shell's background job.
+    Installed only in the main thread (the only one that may set signal handlers), and for
+    each signal only where Python handles it or the system default would end the process:
+    not where it is ignored, as SIGINT is in a shell's background job.
     """
+
+    _DEFAULTS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    _NAMES = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self.by = "Ctrl-C"  # what asked, for the message (another process's Ctrl-C in DDP)
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> GracefulInterrupt:
         if threading.current_thread() is threading.main_thread():
-            current = signal.getsignal(signal.SIGINT)
-            if callable(current):  # not SIG_IGN, SIG_DFL or a handler set outside Python
-                self._previous = current
-                signal.signal(signal.SIGINT, self._request)
+            for signum in self._DEFAULTS:
+                current = signal.getsignal(signum)
+                handled = callable(current) or (
+                    signum == signal.SIGTERM and current == signal.SIG_DFL
+                )
+                if handled:  # not ignored, not a handler set outside Python
+                    self._previous[signum] = current
+                    signal.signal(signum, self._request)
         return self
 
     def _request(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        self.by = self._NAMES[signal.Signals(signum)]
+        signal.signal(signum, self._DEFAULTS[signal.Signals(signum)])
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
 
 
 def _ignore_sigint(worker_id: int) -> None:
@@ -764,7 +776,8 @@ def train(
         logger.close()
         if main:
             print(
-                f"lmforge: stopped at step {step} (Ctrl-C); checkpoint saved in {checkpoint}; "
+                f"lmforge: stopped at step {step} ({interrupt.by}); checkpoint saved in "
+                f"{checkpoint}; "
                 "run the same command again to resume",
                 file=sys.stderr,
             )
