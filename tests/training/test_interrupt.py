@@ -26,6 +26,16 @@ from lmforge.training.loop import GracefulInterrupt
 MAX_STEPS = 12
 
 
+@pytest.fixture(autouse=True)
+def sigint_handled() -> Iterator[None]:
+    """Python's Ctrl-C handler, as in a terminal, for these tests and the processes they fork:
+    a test run started as a shell's background job (CI under ``&``) has SIGINT ignored."""
+    before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def _train_rows(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "metrics.jsonl"
     lines = path.read_text().splitlines() if path.exists() else []
