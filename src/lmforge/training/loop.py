@@ -777,8 +777,7 @@ def train(
         if main:
             print(
                 f"lmforge: stopped at step {step} ({interrupt.by}); checkpoint saved in "
-                f"{checkpoint}; "
-                "run the same command again to resume",
+                f"{checkpoint}; run the same command again to resume",
                 file=sys.stderr,
             )
         raise KeyboardInterrupt
